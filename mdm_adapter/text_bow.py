@@ -1,0 +1,158 @@
+"""Bag-of-words text encoder of the embedded default model.
+
+CLIP is not obtainable offline, so the default model conditions on a fixed sentence feature
+built from frozen GloVe 6B 50-d word vectors (a vocabulary subset stored beside the weights):
+
+    tokens  = lower-cased runs of letters or digits ("walk-turn-left" -> walk, turn, left)
+    content = tokens with a vector, minus a short stop-word list (all known tokens if that
+              leaves nothing)
+    feature = [ l2n(mean(v_w)) , l2n(max(v_w)) ] / sqrt(2)        # [2 * 50] = [100], unit norm
+
+Mean pooling carries the overall meaning, max pooling keeps a salient word (a style adverb,
+"left" vs "right") from being averaged away. A prompt with no known word encodes to the zero
+vector, which is exactly the null condition used for classifier-free guidance (the model then
+samples unconditionally); a warning says so.
+
+The vectors are saved as float16 safetensors with the vocabulary as JSON metadata, so the
+shipped model needs neither the GloVe package nor any download at run time.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+FORMAT = "motion-collage-bow-1"
+TOKEN_RE = re.compile(r"[a-z]+|[0-9]+")
+DEFAULT_STOPWORDS = (
+    "a", "an", "the", "person", "someone", "somebody", "human", "man", "woman", "is", "are",
+    "and", "then", "of", "with", "in", "to", "his", "her", "their", "its", "it", "way", "s",
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens (letters or digits); punctuation and hyphens split words."""
+    return TOKEN_RE.findall(text.lower())
+
+
+def _write_safetensors(path: Path, name: str, tensor: Tensor, metadata: dict[str, str]) -> None:
+    """Write one float16 tensor as safetensors with a sorted header (byte-reproducible output).
+
+    The library writer orders metadata keys arbitrarily; this one sorts them, so the same
+    encoder always gives the same bytes.
+    """
+    data = tensor.numpy().astype("<f2").tobytes()
+    header = {"__metadata__": metadata,
+              name: {"dtype": "F16", "shape": list(tensor.shape), "data_offsets": [0, len(data)]}}
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+
+
+class BagOfWordsEncoder:
+    """Frozen mean+max pooled word-vector sentence encoder, ``encode(prompts) -> [n, 2 * E]``.
+
+    ``vectors`` is [V, E] (any float dtype, kept as given; features are computed in float32).
+    ``known_words`` (optional) is the vocabulary of the training captions: a prompt sharing no
+    content word with it gets a warning, since the model never saw anything like it.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        vectors: Tensor,
+        stopwords: Iterable[str] = DEFAULT_STOPWORDS,
+        known_words: Iterable[str] | None = None,
+    ) -> None:
+        if vectors.ndim != 2 or vectors.shape[0] != len(vocabulary):
+            raise ValueError(
+                f"vectors must be [V, E] with V = len(vocabulary) = {len(vocabulary)}, got {tuple(vectors.shape)}"
+            )
+        self.vocabulary = list(vocabulary)
+        self.index = {w: i for i, w in enumerate(self.vocabulary)}
+        if len(self.index) != len(self.vocabulary):
+            raise ValueError("vocabulary contains duplicate words")
+        self.vectors = vectors
+        self.stopwords = frozenset(stopwords)
+        self.known_words = frozenset(known_words) if known_words is not None else None
+        self._cache: dict[str, Tensor] = {}
+
+    @property
+    def embed_dim(self) -> int:
+        return self.vectors.shape[1]
+
+    @property
+    def feature_dim(self) -> int:
+        return 2 * self.embed_dim
+
+    def _encode_one(self, prompt: str) -> Tensor:
+        tokens = tokenize(prompt)
+        known = [t for t in tokens if t in self.index]
+        content = [t for t in known if t not in self.stopwords] or known
+        if not content:
+            warnings.warn(
+                f"no known word in prompt {prompt!r}: using the null (unconditional) text feature",
+                stacklevel=3,
+            )
+            return torch.zeros(self.feature_dim)
+        unknown = sorted({t for t in tokens if t not in self.index})
+        if unknown:
+            warnings.warn(f"unknown words ignored in prompt {prompt!r}: {unknown}", stacklevel=3)
+        if self.known_words is not None and not any(t in self.known_words for t in content):
+            warnings.warn(
+                f"prompt {prompt!r} shares no word with the training captions; expect a generic motion",
+                stacklevel=3,
+            )
+        vecs = self.vectors[[self.index[t] for t in content]].float()  # [n, E]
+        mean = torch.nn.functional.normalize(vecs.mean(0), dim=0)
+        peak = torch.nn.functional.normalize(vecs.max(0).values, dim=0)
+        return torch.cat([mean, peak]) / 2**0.5  # [2E], unit norm
+
+    def encode(self, prompts: Sequence[str]) -> Tensor:
+        """Features of the prompts, [n, feature_dim] float32; cached per distinct prompt."""
+        if isinstance(prompts, str):
+            raise TypeError("encode expects a sequence of prompts, got a single string; wrap it in a list")
+        out = []
+        for p in prompts:
+            if p not in self._cache:
+                self._cache[p] = self._encode_one(p)
+            out.append(self._cache[p])
+        if not out:
+            return torch.zeros(0, self.feature_dim)
+        return torch.stack(out).clone()
+
+    __call__ = encode
+
+    def save(self, path: str | Path) -> None:
+        """Write vectors (float16) and vocabulary/stop words (JSON metadata) as safetensors."""
+        meta = {
+            "format": FORMAT,
+            "vocabulary": json.dumps(self.vocabulary, ensure_ascii=False),
+            "stopwords": json.dumps(sorted(self.stopwords)),
+            "pooling": "concat(l2n(mean), l2n(max)) / sqrt(2)",
+        }
+        if self.known_words is not None:
+            meta["known_words"] = json.dumps(sorted(self.known_words))
+        _write_safetensors(Path(path), "vectors", self.vectors.to(torch.float16).contiguous(), meta)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "BagOfWordsEncoder":
+        """Load an encoder written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"text encoder file not found: {path} (expected a bag-of-words .safetensors)")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT or "vocabulary" not in meta:
+            raise ValueError(f"{path} is not a bag-of-words text encoder (format {meta.get('format')!r}, expected {FORMAT!r})")
+        vectors = load_file(str(path))["vectors"]
+        known = json.loads(meta["known_words"]) if "known_words" in meta else None
+        return cls(json.loads(meta["vocabulary"]), vectors, json.loads(meta["stopwords"]), known)

@@ -1,0 +1,87 @@
+"""The collage denoiser: a denoiser on long sequences built from a denoiser on pieces.
+
+At each call every piece of every sequence (factors with their prompts, variable nodes with
+theirs, usually the null condition) goes through the piece denoiser in **one** batched call; the
+piece denoiser applies classifier-free guidance per piece; the x0 predictions are merged with
+signed weights (+1 per factor, -(d_i - 1) per variable node i of degree d_i).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .denoiser import PieceConditions, PieceDenoiser
+from .graph import FactorGraph
+from .ops import PieceLayout, build_layout, gather_pieces, merge_pieces
+
+Guidance = Union[None, float, Sequence[float], Tensor]
+
+
+class CollageDenoiser:
+    """Sequence denoiser ``(x [B, T, D], sigma [B]) -> x0 [B, T, D]`` over one graph per batch row.
+
+    Args:
+        piece_denoiser: the model on pieces (see :mod:`motion_collage.denoiser`).
+        graphs: one :class:`FactorGraph` per batch row (lengths may differ; rows are padded to
+            the longest and padding frames predict 0).
+        guidance: classifier-free guidance scale, one value or one per batch row; ``None`` uses
+            the piece denoiser's default.
+        include_variables: ``False`` drops the variable nodes and averages overlapping factors
+            instead (MultiDiffusion); kept here because it is the same machinery.
+    """
+
+    def __init__(self, piece_denoiser: PieceDenoiser, graphs: Sequence[FactorGraph],
+                 guidance: Guidance = None, include_variables: bool = True) -> None:
+        if not graphs:
+            raise ValueError("CollageDenoiser needs at least one graph")
+        self.piece_denoiser = piece_denoiser
+        self.graphs = tuple(graphs)
+        layout = build_layout(self.graphs, include_variables=include_variables)
+        if not include_variables:
+            layout = _normalise_average(layout)
+        self._layouts: dict[torch.device, PieceLayout] = {torch.device("cpu"): layout}
+        self._guidance = _per_piece_guidance(guidance, layout, len(self.graphs))
+
+    @property
+    def layout(self) -> PieceLayout:
+        return self._layouts[torch.device("cpu")]
+
+    @property
+    def num_frames(self) -> int:
+        """Padded sequence length T of the batch."""
+        return max(g.num_frames for g in self.graphs)
+
+    def _layout_on(self, device: torch.device) -> PieceLayout:
+        if device not in self._layouts:
+            self._layouts[device] = self.layout.to(device)
+        return self._layouts[device]
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        layout = self._layout_on(x.device)
+        if x.shape[:2] != (len(self.graphs), self.num_frames):
+            raise ValueError(f"expected x of shape [{len(self.graphs)}, {self.num_frames}, D], got {tuple(x.shape)}")
+        guidance = None if self._guidance is None else self._guidance.to(x.device)
+        cond = PieceConditions(layout.prompts, guidance)
+        pieces = gather_pieces(x, layout)
+        x0_pieces = self.piece_denoiser(pieces, sigma[layout.seq_index], layout.mask, cond)
+        return merge_pieces(x0_pieces, layout)
+
+
+def _normalise_average(layout: PieceLayout) -> PieceLayout:
+    """Turn unit weights into per-frame averages: each contribution weighs 1 / (frame's cover)."""
+    cover = layout.merge_weight.sum(dim=-1, keepdim=True)
+    merge_weight = torch.where(cover > 0, layout.merge_weight / cover.clamp_min(1e-12), layout.merge_weight)
+    return PieceLayout(**{**layout.__dict__, "merge_weight": merge_weight})
+
+
+def _per_piece_guidance(guidance: Guidance, layout: PieceLayout, batch: int) -> Optional[Tensor]:
+    if guidance is None:
+        return None
+    g = torch.as_tensor(guidance, dtype=torch.float32)
+    if g.ndim == 0:
+        g = g.expand(batch)
+    if g.shape != (batch,):
+        raise ValueError(f"guidance must be one value or one per sequence ({batch}), got shape {tuple(g.shape)}")
+    return g[layout.seq_index].clone()

@@ -1,0 +1,253 @@
+"""Factor graphs of a long motion: which frame ranges are denoised with which condition.
+
+A :class:`FactorGraph` holds factor nodes (pieces denoised with a prompt) and variable nodes
+(the overlaps between factors), each a :class:`Node`: a frame range of the long sequence that
+may wrap around its end (for loops) and a condition (a prompt, or ``None`` for the null
+condition). The degree of a variable node is the number of factors containing it. The collage
+weight of a frame is ``+1`` per covering factor and ``-(d_i - 1)`` per covering variable i.
+
+:func:`chain` and :func:`cycle` build the graphs of a multi-action sequence and of a loop from
+a list of segments ``(prompt, frames)``; the segments tile the timeline and each boundary gets a
+variable node of ``overlap`` frames centred on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+
+Transition = Literal["null", "prompt"]
+TRANSITIONS = ("null", "prompt")
+
+
+class GraphError(ValueError):
+    """A factor graph or its construction arguments are invalid."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A frame range ``[start, start + length)`` modulo the sequence length, with a condition."""
+
+    start: int
+    length: int
+    prompt: Optional[str]
+
+    def frames(self, num_frames: int) -> np.ndarray:
+        """Frame indices covered, in order (wrapping around ``num_frames``)."""
+        return (self.start + np.arange(self.length)) % num_frames
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A user-level segment of the timeline: one prompt on ``[start, end)``."""
+
+    prompt: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class FactorGraph:
+    """Factor and variable nodes over a sequence of ``num_frames`` frames.
+
+    ``segments`` describes the timeline for captions and metrics; ``loop`` marks a cycle.
+    Construction validates the graph; use :func:`chain`, :func:`cycle` or build one by hand.
+    """
+
+    num_frames: int
+    factors: tuple[Node, ...]
+    variables: tuple[Node, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    loop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_frames <= 0:
+            raise GraphError(f"a graph needs a positive number of frames, got {self.num_frames}")
+        if not self.factors:
+            raise GraphError("a graph needs at least one factor node")
+        for kind, nodes in (("factor", self.factors), ("variable", self.variables)):
+            for node in nodes:
+                if node.length <= 0:
+                    raise GraphError(f"{kind} node at frame {node.start} has non-positive length {node.length}")
+                if node.length > self.num_frames:
+                    raise GraphError(
+                        f"{kind} node at frame {node.start} is longer ({node.length}) than the sequence ({self.num_frames})")
+                if not self.loop and not 0 <= node.start <= self.num_frames - node.length:
+                    raise GraphError(
+                        f"{kind} node [{node.start}, {node.start + node.length}) leaves the sequence of "
+                        f"{self.num_frames} frames (only loops may wrap around)")
+        for i, d in enumerate(self.degrees):
+            if d == 0:
+                v = self.variables[i]
+                raise GraphError(f"variable node [{v.start}, {v.start + v.length}) is contained in no factor")
+        weights = self.frame_weights()
+        uncovered = np.flatnonzero(self._factor_cover() == 0)
+        if uncovered.size:
+            raise GraphError(f"frames {_ranges(uncovered)} are covered by no factor")
+        bad = np.flatnonzero(np.abs(weights - 1) > 1e-9)
+        if bad.size:
+            raise GraphError(
+                f"frame weights must sum to 1, but frames {_ranges(bad)} get {weights[bad[0]]:g} "
+                "(check that every overlap of factors has exactly one variable node)")
+
+    def _factor_cover(self) -> np.ndarray:
+        cover = np.zeros(self.num_frames)
+        for f in self.factors:
+            np.add.at(cover, f.frames(self.num_frames), 1)
+        return cover
+
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        """Degree of each variable node: the number of factors containing all of its frames."""
+        factor_sets = [set(f.frames(self.num_frames).tolist()) for f in self.factors]
+        return tuple(
+            sum(set(v.frames(self.num_frames).tolist()) <= fs for fs in factor_sets) for v in self.variables
+        )
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """Factors then variables."""
+        return self.factors + self.variables
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Signed collage weight of each node in :attr:`nodes` order: +1, or 1 - d_i."""
+        return (1.0,) * len(self.factors) + tuple(1.0 - d for d in self.degrees)
+
+    def frame_weights(self) -> np.ndarray:
+        """Sum of node weights covering each frame, ``[num_frames]`` (1 for a valid collage)."""
+        total = np.zeros(self.num_frames)
+        for node, w in zip(self.nodes, self.weights):
+            np.add.at(total, node.frames(self.num_frames), w)
+        return total
+
+    @property
+    def max_piece(self) -> int:
+        return max(n.length for n in self.nodes)
+
+
+def _ranges(frames: np.ndarray) -> str:
+    """Short text for a sorted array of frame indices, e.g. '3-7, 12'."""
+    parts, start, prev = [], None, None
+    for f in frames.tolist():
+        if start is None:
+            start = prev = f
+        elif f == prev + 1:
+            prev = f
+        else:
+            parts.append(f"{start}-{prev}" if prev > start else str(start))
+            start = prev = f
+    parts.append(f"{start}-{prev}" if prev > start else str(start))
+    return ", ".join(parts[:5]) + (" ..." if len(parts) > 5 else "")
+
+
+def _validate_segments(segments: Sequence[tuple[str, int]], overlap: int, max_frames: int,
+                       transition: str) -> None:
+    if not segments:
+        raise GraphError("no segments given: pass at least one (prompt, frames) pair")
+    if transition not in TRANSITIONS:
+        raise GraphError(f"unknown transition {transition!r}; expected one of {list(TRANSITIONS)}")
+    if overlap < 0:
+        raise GraphError(f"overlap must be >= 0 frames, got {overlap}")
+    if overlap >= max_frames:
+        raise GraphError(f"overlap ({overlap} frames) must be smaller than a piece (at most {max_frames} frames)")
+    for i, (prompt, frames) in enumerate(segments):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise GraphError(f"segment {i + 1} has an empty prompt")
+        if int(frames) != frames or frames <= 0:
+            raise GraphError(f"segment {i + 1} ({prompt!r}) has a non-positive or fractional length: {frames} frames")
+        if frames < overlap:
+            raise GraphError(
+                f"segment {i + 1} ({prompt!r}) has {frames} frames, fewer than the overlap ({overlap} frames); "
+                "lengthen it or reduce the overlap")
+
+
+def _split_segment(length: int, overlap: int, max_frames: int) -> list[int]:
+    """Split a segment into the fewest near-equal parts whose pieces (part + overlap) fit the window."""
+    room = max_frames - overlap  # frames a part may have besides its two half overlaps
+    if room <= 0:
+        raise GraphError(f"overlap ({overlap}) leaves no room in a {max_frames}-frame piece")
+    parts = max(1, -(-length // room))
+    while True:
+        sizes = [length // parts + (1 if i < length % parts else 0) for i in range(parts)]
+        if max(sizes) <= room and min(sizes) >= overlap:
+            return sizes
+        if min(sizes) < overlap:
+            raise GraphError(
+                f"a {length}-frame segment cannot be split into pieces of at most {max_frames} frames "
+                f"with an overlap of {overlap}; reduce the overlap")
+        parts += 1
+
+
+def _collage_nodes(segments: Sequence[tuple[str, int]], overlap: int, max_frames: int,
+                   transition: str, loop: bool) -> FactorGraph:
+    _validate_segments(segments, overlap, max_frames, transition)
+    # Timeline parts: each user segment may become several factors with the same prompt.
+    parts: list[tuple[str, int]] = []
+    timeline: list[Segment] = []
+    start = 0
+    for prompt, frames in segments:
+        frames = int(frames)
+        timeline.append(Segment(prompt, start, start + frames))
+        start += frames
+        for size in _split_segment(frames, overlap, max_frames):
+            parts.append((prompt, size))
+    total = start
+    if loop and len(parts) == 1:
+        # A cycle needs two factors: one factor would contain the seam twice.
+        prompt, size = parts[0]
+        if size // 2 < max(overlap, 1):
+            raise GraphError(f"a loop of {size} frames is too short for an overlap of {overlap} frames "
+                             f"(it needs at least {2 * max(overlap, 1)})")
+        parts = [(prompt, size // 2), (prompt, size - size // 2)]
+    left, right = overlap // 2, overlap - overlap // 2  # a boundary's overlap: `left` before, `right` after
+    n = len(parts)
+
+    bounds = np.cumsum([0] + [size for _, size in parts])
+    factors, variables = [], []
+    for j, (prompt, size) in enumerate(parts):
+        has_prev = loop or j > 0
+        has_next = loop or j < n - 1
+        lo = bounds[j] - (left if has_prev else 0)
+        hi = bounds[j + 1] + (right if has_next else 0)
+        if hi - lo > max_frames:
+            raise GraphError(
+                f"a piece of {hi - lo} frames for {prompt!r} exceeds the model maximum of {max_frames} frames")
+        factors.append(Node(int(lo) % total, int(hi - lo), prompt))
+    boundaries = range(n) if loop else range(n - 1)
+    if overlap > 0:
+        for j in boundaries:
+            k = (j + 1) % n
+            same = parts[j][0] == parts[k][0]
+            prompt = parts[j][0] if transition == "prompt" and same else None
+            variables.append(Node(int(bounds[j + 1] - left) % total, overlap, prompt))
+    return FactorGraph(total, tuple(factors), tuple(variables), tuple(timeline), loop)
+
+
+def chain(segments: Sequence[tuple[str, int]], overlap: int, max_frames: int,
+          transition: Transition = "null") -> FactorGraph:
+    """Graph of consecutive segments ``[(prompt, frames), ...]``: a chain of factors.
+
+    The segments tile ``sum(frames)`` frames; each boundary gets a variable node of ``overlap``
+    frames centred on it, shared by the two neighbouring factors. Variable nodes carry the null
+    condition, or with ``transition="prompt"`` the neighbours' prompt when both share it (the
+    single-prompt long-motion benchmark). A segment whose piece would exceed ``max_frames`` is
+    split into several factors with the same prompt.
+    """
+    return _collage_nodes(segments, overlap, max_frames, transition, loop=False)
+
+
+def cycle(segments: Sequence[tuple[str, int]], overlap: int, max_frames: int,
+          transition: Transition = "null") -> FactorGraph:
+    """Like :func:`chain`, closed into a loop: the last segment flows into the first.
+
+    The seam (end → start) is an explicit variable node, treated like every other overlap.
+    """
+    return _collage_nodes(segments, overlap, max_frames, transition, loop=True)
+
+
+def single(prompt: Optional[str], num_frames: int) -> FactorGraph:
+    """The trivial graph: one factor over the whole sequence (plain sampling)."""
+    return FactorGraph(num_frames, (Node(0, num_frames, prompt),),
+                       segments=(Segment(prompt or "", 0, num_frames),))
