@@ -316,7 +316,8 @@ _CLOSED_CLASS: dict[str, str] = {
                          "also very too fast straight ahead sideways together here there slightly almost "
                          "just only quite".split()},
     **{w: "ADJ" for w in "left right other few big small short long quick slow happy sad angry old young "
-                         "tired heavy light high low large little normal same elderly friendly lively silly early".split()},
+                         "tired heavy light high low large little normal same elderly friendly lively silly "
+                         "early".split()},
 }
 
 # Motion verbs (base forms), so that inflections are lemmatised and tagged VERB.

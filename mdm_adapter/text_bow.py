@@ -101,7 +101,7 @@ class BagOfWordsEncoder:
                 stacklevel=3,
             )
             return torch.zeros(self.feature_dim)
-        unknown = sorted({t for t in tokens if t not in self.index})
+        unknown = sorted({t for t in tokens if t not in self.index and t not in self.stopwords})
         if unknown:
             warnings.warn(f"unknown words ignored in prompt {prompt!r}: {unknown}", stacklevel=3)
         if self.known_words is not None and not any(t in self.known_words for t in content):

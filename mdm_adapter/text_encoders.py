@@ -27,6 +27,8 @@ import html
 import json
 import os
 import re as _re
+import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +124,11 @@ def pad_token_features(feats: Sequence[Tensor], feature_dim: int) -> TokenText:
 
 # ======================================================================= CLIP BPE tokeniser
 def byte_alphabet() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode character table (256 entries)."""
+    """GPT-2/CLIP byte -> printable unicode character table (256 entries).
+
+    The insertion order (printable bytes first, then the others) is the order of the first 256
+    vocabulary entries, so it matters.
+    """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table = {b: chr(b) for b in printable}
     extra = 0
@@ -130,7 +136,7 @@ def byte_alphabet() -> dict[int, str]:
         if b not in table:
             table[b] = chr(256 + extra)
             extra += 1
-    return dict(sorted(table.items()))
+    return table
 
 
 def _word_pattern():
@@ -170,7 +176,7 @@ class ClipBPETokenizer:
         self.vocab = vocab
         self.start_id, self.end_id = vocab[self.START], vocab[self.END]
         self.pattern = _word_pattern()
-        self._bpe_cache: dict[str, list[str]] = {}
+        self._bpe_cache: dict[str, list[str]] = {self.START: [self.START], self.END: [self.END]}
 
     @classmethod
     def from_openai_file(cls, path: str | Path) -> "ClipBPETokenizer":
@@ -471,6 +477,14 @@ def find_clip_files(clip_path: Optional[str | Path] = None) -> ClipFiles:
     return ClipFiles(weights, tokenizer)
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip file with a ``code/`` folder and ``constants.pkl``."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
 def read_clip_weights(path: Path) -> dict[str, Tensor]:
     """Text-tower weights with OpenAI's key names, from ViT-B-32.pt (JIT archive or state dict),
     a Hugging Face ``model.safetensors`` or ``pytorch_model.bin``."""
@@ -479,13 +493,17 @@ def read_clip_weights(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
         return hf_clip_to_openai(load_file(str(path)))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # OpenAI's release files are TorchScript archives
-        try:
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception as err:
-            raise ValueError(f"{path} is neither a CLIP state dict nor a TorchScript archive ({err}); "
-                             f"expected OpenAI's ViT-B-32.pt or Hugging Face's {CLIP_HF_REPO} weights") from None
+        if _is_torchscript(path):  # OpenAI ships TorchScript archives
+            with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is OpenAI's format
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable files
+        raise ValueError(f"{path} is neither a CLIP state dict nor a TorchScript archive ({type(err).__name__}); "
+                         f"expected OpenAI's ViT-B-32.pt or Hugging Face's {CLIP_HF_REPO} weights") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected CLIP weights (a state dict)")
     state = dict(state)
     if any(k.startswith("text_model.") for k in state):
         return hf_clip_to_openai(state)

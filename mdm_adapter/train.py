@@ -63,6 +63,7 @@ class TrainConfig:
     crop_min_frames: int = 40  # shortest random crop (shorter clips are used whole)
     clip_min_frames: int = 20  # clips shorter than this are not used
     full_crop_prob: float = 0.5  # probability of the longest possible crop
+    batch_len_quantile: float = 0.75  # crops are cut to this quantile of the batch's crops (less padding)
     group_balance: float = 0.5  # clip sampling weight ~ (source dataset size) ** -group_balance
     # optimisation
     batch_size: int = 32
@@ -181,7 +182,11 @@ def make_batch(arrays: MotionArrays, data: TrainData, cfg: TrainConfig, clip_ids
                gen: torch.Generator, full: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Random crops of the given clips -> (x0 [B, D, 1, N] normalised, frame_mask [B, N], text [B, F]).
 
-    ``full`` takes the longest crop from the clip start (deterministic; used for validation).
+    Each crop is the longest possible (probability ``full_crop_prob``) or of a uniform length in
+    [crop_min_frames, max_frames] (clips shorter than that are used whole); then every crop is
+    cut to the ``batch_len_quantile`` quantile of the batch's crop lengths, so that little of
+    the padded batch is padding. ``full`` takes the longest crop from the clip start
+    (deterministic; used for validation).
     """
     lengths = arrays.lengths()[clip_ids]
     top = lengths.clamp(max=cfg.max_frames)
@@ -192,6 +197,8 @@ def make_batch(arrays: MotionArrays, data: TrainData, cfg: TrainConfig, clip_ids
     else:
         crop = low + (u[:, 0] * (top - low + 1).to(u.dtype)).long().clamp(max=top - low)
         crop = torch.where(u[:, 1] < cfg.full_crop_prob, top, crop)
+        cap = torch.quantile(crop.to(torch.float64), cfg.batch_len_quantile, interpolation="higher").long()
+        crop = crop.clamp(max=int(cap))
     start = torch.zeros_like(crop) if full else (u[:, 2] * (lengths - crop + 1).to(u.dtype)).long()
     start = torch.minimum(start, lengths - crop)
     n = int(crop.max())
@@ -257,7 +264,7 @@ def validation_loss(net: nn.Module, data: TrainData, cfg: TrainConfig, abar: Ten
     for chunk in ids.split(cfg.batch_size):
         x0, mask, text = make_batch(arrays, data, cfg, chunk, gen, full=True)
         t = torch.linspace(0, abar.shape[0] - 1, len(chunk)).long()
-        total += float(diffusion_loss(net, x0, mask, text, abar, gen, 0.0, t)) * len(chunk)
+        total += diffusion_loss(net, x0, mask, text, abar, gen, 0.0, t).item() * len(chunk)
         count += len(chunk)
     net.train(was_training)
     return total / count
@@ -327,8 +334,10 @@ def _write_log(path: Path, rows: list[dict[str, Any]], mode: str = "a") -> None:
 
 # --------------------------------------------------------------------------- loop
 def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str = "cpu",
-          max_minutes: Optional[float] = None, progress: bool = True) -> TrainState:
-    """Train until cfg.max_steps (or max_minutes of this call), resuming from ``out`` if possible."""
+          max_minutes: Optional[float] = None, until_step: Optional[int] = None,
+          progress: bool = True) -> TrainState:
+    """Train until cfg.max_steps (or `until_step`, or `max_minutes` of this call), resuming from
+    ``out`` if it holds a checkpoint; always checkpoints before returning."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
@@ -352,7 +361,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     pending: list[dict[str, Any]] = []
     losses: list[float] = []
     log_step = state.step
-    while state.step < cfg.max_steps:
+    last = cfg.max_steps if until_step is None else min(until_step, cfg.max_steps)
+    while state.step < last:
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
             break
         lr = learning_rate(state.step, cfg)
@@ -370,7 +380,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
         ema_update(state.ema, state.net, decay)
         state.step += 1
         state.elapsed_s = base_elapsed + time.monotonic() - start
-        losses.append(float(loss))
+        losses.append(loss.item())
         if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
             now = time.monotonic()
             val = validation_loss(state.ema, data, cfg, abar) if state.step % cfg.val_every == 0 else None

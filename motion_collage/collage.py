@@ -19,7 +19,40 @@ from .ops import PieceLayout, build_layout, gather_pieces, merge_pieces
 Guidance = Union[None, float, Sequence[float], Tensor]
 
 
-class CollageDenoiser:
+class LayoutDenoiser:
+    """Sequence denoiser over a :class:`PieceLayout`: one batched piece call, then the merge.
+
+    ``guidance`` is ``[P]`` per piece or ``None`` (the piece denoiser's default).
+    """
+
+    def __init__(self, piece_denoiser: PieceDenoiser, layout: PieceLayout, guidance: Optional[Tensor] = None) -> None:
+        self.piece_denoiser = piece_denoiser
+        self._layouts: dict[torch.device, PieceLayout] = {layout.seq_index.device: layout}
+        self.layout = layout
+        self._guidance = guidance
+
+    @property
+    def num_frames(self) -> int:
+        """Padded sequence length T of the batch."""
+        return self.layout.merge_index.shape[1]
+
+    def _layout_on(self, device: torch.device) -> PieceLayout:
+        if device not in self._layouts:
+            self._layouts[device] = self.layout.to(device)
+        return self._layouts[device]
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        layout = self._layout_on(x.device)
+        batch = layout.merge_index.shape[0]
+        if x.shape[:2] != (batch, self.num_frames):
+            raise ValueError(f"expected x of shape [{batch}, {self.num_frames}, D], got {tuple(x.shape)}")
+        guidance = None if self._guidance is None else self._guidance.to(x.device)
+        cond = PieceConditions(layout.prompts, guidance)
+        x0_pieces = self.piece_denoiser(gather_pieces(x, layout), sigma[layout.seq_index], layout.mask, cond)
+        return merge_pieces(x0_pieces, layout)
+
+
+class CollageDenoiser(LayoutDenoiser):
     """Sequence denoiser ``(x [B, T, D], sigma [B]) -> x0 [B, T, D]`` over one graph per batch row.
 
     Args:
@@ -36,37 +69,11 @@ class CollageDenoiser:
                  guidance: Guidance = None, include_variables: bool = True) -> None:
         if not graphs:
             raise ValueError("CollageDenoiser needs at least one graph")
-        self.piece_denoiser = piece_denoiser
         self.graphs = tuple(graphs)
         layout = build_layout(self.graphs, include_variables=include_variables)
         if not include_variables:
             layout = _normalise_average(layout)
-        self._layouts: dict[torch.device, PieceLayout] = {torch.device("cpu"): layout}
-        self._guidance = _per_piece_guidance(guidance, layout, len(self.graphs))
-
-    @property
-    def layout(self) -> PieceLayout:
-        return self._layouts[torch.device("cpu")]
-
-    @property
-    def num_frames(self) -> int:
-        """Padded sequence length T of the batch."""
-        return max(g.num_frames for g in self.graphs)
-
-    def _layout_on(self, device: torch.device) -> PieceLayout:
-        if device not in self._layouts:
-            self._layouts[device] = self.layout.to(device)
-        return self._layouts[device]
-
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        layout = self._layout_on(x.device)
-        if x.shape[:2] != (len(self.graphs), self.num_frames):
-            raise ValueError(f"expected x of shape [{len(self.graphs)}, {self.num_frames}, D], got {tuple(x.shape)}")
-        guidance = None if self._guidance is None else self._guidance.to(x.device)
-        cond = PieceConditions(layout.prompts, guidance)
-        pieces = gather_pieces(x, layout)
-        x0_pieces = self.piece_denoiser(pieces, sigma[layout.seq_index], layout.mask, cond)
-        return merge_pieces(x0_pieces, layout)
+        super().__init__(piece_denoiser, layout, per_piece_guidance(guidance, layout, len(self.graphs)))
 
 
 def _normalise_average(layout: PieceLayout) -> PieceLayout:
@@ -76,7 +83,8 @@ def _normalise_average(layout: PieceLayout) -> PieceLayout:
     return PieceLayout(**{**layout.__dict__, "merge_weight": merge_weight})
 
 
-def _per_piece_guidance(guidance: Guidance, layout: PieceLayout, batch: int) -> Optional[Tensor]:
+def per_piece_guidance(guidance: Guidance, layout: PieceLayout, batch: int) -> Optional[Tensor]:
+    """Expand a scalar or per-row guidance scale to one value per piece of `layout`."""
     if guidance is None:
         return None
     g = torch.as_tensor(guidance, dtype=torch.float32)

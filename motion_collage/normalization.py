@@ -164,11 +164,16 @@ class RunningMoments:
         clip = np.asarray(clip, dtype=np.float64)
         if clip.ndim != 2 or clip.shape[1] != self.mean.shape[0]:
             raise ValueError(f"clip has shape {clip.shape}; expected [T, {self.mean.shape[0]}]")
-        n = clip.shape[0]
-        if n == 0:
+        if clip.shape[0] == 0:
             return
         mean = clip.mean(0)
-        m2 = ((clip - mean) ** 2).sum(0)
+        self.add_moments(clip.shape[0], mean, ((clip - mean) ** 2).sum(0))
+
+    def add_moments(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Add a group of ``n`` frames given its mean ``[D]`` and sum of squared deviations
+        ``[D]`` (for accumulating results computed elsewhere, e.g. in worker processes)."""
+        if n == 0:
+            return
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)

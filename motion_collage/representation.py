@@ -289,6 +289,7 @@ def canonicalize(
     """
     pos = _check_joints(joints, spec, min_frames=1)
     if bone_lengths is not None:
+        _check_bones(pos)
         pos = uniform_skeleton(pos, bone_lengths, spec=spec)
     pos = pos.copy()
     pos[..., 1] -= pos[..., 1].min()
@@ -311,10 +312,25 @@ def joints_to_features(
     ``REFERENCE_BONE_LENGTHS``); ``None`` keeps the input's own bones (for motion that is
     already on the uniform skeleton, e.g. generated motion).
     """
+    return canonical_joints_and_features(
+        joints, bone_lengths=bone_lengths, feet_threshold=feet_threshold, spec=spec
+    )[1]
+
+
+def canonical_joints_and_features(
+    joints: np.ndarray,
+    *,
+    bone_lengths: Optional[np.ndarray] = REFERENCE_BONE_LENGTHS,
+    feet_threshold: float = FOOT_CONTACT_THRESHOLD,
+    spec: DatasetSpec = HUMANML3D,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both :func:`canonicalize` ``[T, J, 3]`` and :func:`joints_to_features` ``[T-1, D]`` of
+    ``joints [T, J, 3]`` (float64), computing the retargeting once."""
     slices = feature_slices(spec)  # validates the layout
     pos = canonicalize(joints, bone_lengths=bone_lengths, spec=spec)
     if pos.shape[0] < 2:
         raise ValueError("joints have 1 frame; at least 2 are needed to compute features")
+    _check_bones(pos)
     num_frames, num_joints = pos.shape[:2]
 
     # foot contacts: squared displacement between consecutive frames below the threshold
@@ -351,7 +367,17 @@ def joints_to_features(
     feats[:, slices["rot"]] = cont6d[:-1, 1:].reshape(num_frames - 1, -1)
     feats[:, slices["local_vel"]] = local_vel.reshape(num_frames - 1, -1)
     feats[:, slices["foot_contact"]] = contacts
-    return feats
+    return pos, feats
+
+
+def _check_bones(pos: np.ndarray, min_length: float = 1e-6) -> None:
+    lengths = bone_lengths_of(pos)[:, 1:]
+    if (lengths < min_length).any():
+        frame, joint = np.argwhere(lengths < min_length)[0]
+        raise ValueError(
+            f"joint {joint + 1} coincides with its parent {T2M_PARENTS[joint + 1]} in frame {frame} "
+            f"(zero-length bone); the skeleton map must place every joint apart from its parent"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ STYLE_PHRASES: dict[str, tuple[str, ...]] = {
 
 # Rule-based tagger lexicon: surface word -> (lemma, universal POS tag).
 _DET = {w: (w, "DET") for w in ("a", "an", "the")}
-_ADP = {w: (w, "ADP") for w in ("to", "with", "in", "like", "for", "of", "as", "up")}
+_ADP = {w: (w, "ADP") for w in ("to", "with", "without", "in", "like", "for", "of", "as", "up")}
 _PRON = {w: (w, "PRON") for w in ("someone",)}
 _CCONJ = {w: (w, "CCONJ") for w in ("and",)}
 _SCONJ = {w: (w, "SCONJ") for w in ("if", "while")}
@@ -104,7 +104,7 @@ _VERB = {
     "beckons": "beckon", "punches": "punch", "throws": "throw", "strikes": "strike", "does": "do",
     "kicks": "kick", "slashes": "slash", "makes": "make", "swings": "swing", "cuts": "cut", "dances": "dance",
     "performs": "perform", "turns": "turn", "raises": "raise", "lifts": "lift", "puts": "put",
-    "slashing": "slash", "guide": "guide",
+    "slashing": "slash", "guide": "guide", "say": "say",
 }
 
 

@@ -1,0 +1,149 @@
+"""BVH reader and forward kinematics; skeleton maps and resampling."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from prepare.bvh import euler_to_matrix, forward_kinematics, parse_bvh, read_bvh, rest_positions
+from prepare.skeletons import BANDAI, CMU, SKELETONS, guess_skeleton, resample
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "bandai-namco-sample"
+
+TINY = """HIERARCHY
+ROOT root
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+  JOINT a
+  {
+    OFFSET 1 0 0
+    CHANNELS 3 Xrotation Yrotation Zrotation
+    End Site
+    {
+      OFFSET 0 2 0
+    }
+  }
+}
+MOTION
+Frames: 2
+Frame Time: 0.05
+0 0 0 0 0 0 0 0 0
+1 2 3 90 0 0 0 0 -90
+"""
+
+
+def sample_files():
+    if not SAMPLE.is_dir():
+        pytest.skip("sample data not available")
+    return sorted(SAMPLE.rglob("*.bvh"))
+
+
+def test_every_sample_clip_matches_its_header_and_bones_keep_their_length():
+    for path in sample_files():
+        text = path.read_text()
+        frames = int(re.search(r"Frames:\s*(\d+)", text).group(1))
+        frame_time = float(re.search(r"Frame Time:\s*([\d.eE+-]+)", text).group(1))
+        bvh = read_bvh(path)
+        assert bvh.num_frames == frames and bvh.frame_time == frame_time, path.name
+        assert bvh.fps == 30.0
+        assert bvh.motion.shape == (frames, 6 * len(bvh.joints))
+        pos = forward_kinematics(bvh)
+        assert pos.shape == (frames, len(bvh.joints), 3)
+        # rotations never change bone lengths: every frame's bone equals the offset norm
+        # (the position channels of non-root joints repeat the offsets to 1e-5 cm)
+        parents = bvh.parents
+        for j in range(2, len(bvh.joints)):
+            bone = np.linalg.norm(pos[:, j] - pos[:, parents[j]], axis=-1)
+            np.testing.assert_allclose(bone, np.linalg.norm(bvh.offsets[j]), atol=1e-3, err_msg=bvh.names[j])
+
+
+def test_zero_rotation_frame_gives_cumulative_offsets():
+    path = sample_files()[0]
+    bvh = read_bvh(path)
+    motion = bvh.motion[:1].copy()
+    for joint, start in zip(bvh.joints, bvh.channel_starts()):
+        motion[0, start:start + 3] = joint.offset  # position channels = offsets
+        motion[0, start + 3:start + 6] = 0.0  # no rotation
+    rest = forward_kinematics(type(bvh)(bvh.joints, bvh.end_sites, bvh.frame_time, motion))[0]
+    np.testing.assert_allclose(rest, rest_positions(bvh), atol=1e-12)
+    np.testing.assert_allclose(rest[bvh.index("Hips")], bvh.offsets[0] + bvh.offsets[1])
+
+
+def test_known_pose_of_a_tiny_file():
+    bvh = parse_bvh(TINY, "tiny.bvh")
+    assert bvh.names == ["root", "a"] and bvh.parents.tolist() == [-1, 0]
+    pos = forward_kinematics(bvh, end_sites=True)  # [2 frames, 2 joints + 1 end site, 3]
+    np.testing.assert_allclose(pos[0], [[0, 0, 0], [1, 0, 0], [1, 2, 0]], atol=1e-12)
+    # frame 1: root at (1,2,3) turned +90 deg about z (x -> y), so joint a sits at
+    # (1,2,3) + (0,1,0); a turns -90 about z, cancelling the root's turn: the end site is
+    # straight above a.
+    np.testing.assert_allclose(pos[1], [[1, 2, 3], [1, 3, 3], [1, 5, 3]], atol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["zxy", "xyz", "yzx", "zyx"])
+def test_euler_order_follows_the_channel_order(order):
+    angles = np.array([[30.0, -50.0, 110.0], [5.0, 80.0, -20.0]])
+    expected = Rotation.from_euler(order.upper(), angles, degrees=True).as_matrix()  # intrinsic
+    np.testing.assert_allclose(euler_to_matrix(angles, order), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "mutate,line,what",
+    [
+        (lambda t: t.replace("OFFSET 1 0 0", "OFFSET 1 zero 0"), 8, "expected a number"),
+        (lambda t: t.replace("CHANNELS 3 Xrotation", "CHANNELS 3 Wrotation"), 9, "unknown channel"),
+        (lambda t: t.replace("1 2 3 90 0 0 0 0 -90", "1 2 3 90 0 0 0 0"), 20, "8 values, expected 9"),
+        (lambda t: t.replace("1 2 3 90 0 0 0 0 -90", "1 2 3 90 0 x 0 0 -90"), 20, "'x' is not a number"),
+        (lambda t: t.replace("Frames: 2", "Frames: 3"), 20, "2 motion rows"),
+        (lambda t: t.replace("MOTION", "MOTON"), 20, "no MOTION"),
+        (lambda t: t.replace("  }\n}\nMOTION", "  }\nMOTION"), 14, "file ends"),
+        (lambda t: t.replace("Frame Time: 0.05", "Frame Time: 0"), 18, "must be > 0"),
+    ],
+)
+def test_corrupt_files_raise_one_line_errors_naming_file_and_line(tmp_path, mutate, line, what):
+    path = tmp_path / "broken.bvh"
+    path.write_text(mutate(TINY))
+    with pytest.raises(ValueError) as info:
+        read_bvh(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path} line {line}: "), message
+    assert what in message
+
+
+def test_missing_and_binary_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_bvh(tmp_path / "nope.bvh")
+    (tmp_path / "bin.bvh").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="line 1: not a text file"):
+        read_bvh(tmp_path / "bin.bvh")
+
+
+def test_skeleton_maps_are_convex_combinations_and_bandai_is_recognised():
+    for skel in SKELETONS.values():
+        assert len(skel.sources) == 22
+        for src in skel.sources:
+            assert abs(sum(w for _, w in src) - 1.0) < 1e-12
+    bvh = read_bvh(sample_files()[0])
+    assert guess_skeleton(bvh) is BANDAI
+    assert CMU.missing_joints(bvh)
+    with pytest.raises(ValueError, match="pick the matching --skeleton"):
+        CMU.joints(bvh)
+    joints = BANDAI.joints(bvh)  # metres, Y up
+    assert joints.shape == (bvh.num_frames, 22, 3)
+    np.testing.assert_allclose(joints[:, 0], forward_kinematics(bvh)[:, bvh.index("Hips")] * 0.01)
+    np.testing.assert_allclose(joints[:, 6], (joints[:, 3] + joints[:, 9]) / 2)  # spine2 between
+    assert 0.7 < joints[0, 0, 1] < 1.1  # pelvis height of an adult, in metres
+
+
+def test_resample_30_to_20_fps_interpolates_linearly():
+    frames = np.stack([np.arange(31.0), np.arange(31.0) ** 2], axis=-1)  # [31, 2], t = i / 30
+    out = resample(frames, 30.0, 20.0)
+    assert out.shape == (21, 2)
+    src_t = np.arange(21) * 1.5  # source frame index of each output frame
+    np.testing.assert_allclose(out[:, 0], src_t, atol=1e-12)
+    expected_sq = np.interp(src_t, np.arange(31.0), np.arange(31.0) ** 2)
+    np.testing.assert_allclose(out[:, 1], expected_sq, atol=1e-12)
+    assert resample(frames[:30], 30.0, 20.0).shape[0] == 20  # 29 / 1.5 = 19.33 -> 20 frames

@@ -1,0 +1,153 @@
+"""Long-motion methods: the collage and the baselines, on the analytic Gaussian model."""
+import pytest
+import torch
+
+from eval.analytic_baselines import run_study
+from motion_collage.analytic import GaussianPieceDenoiser, ar_autocovariance
+from motion_collage.collage import CollageDenoiser
+from motion_collage.denoiser import as_sequence_denoiser
+from motion_collage.methods import (METHODS, SamplingSetup, autoregressive_windows, generate_average,
+                                    generate_collage, generate_doubletake, generate_independent,
+                                    generate_naive, generate_reconstruction, generate_replacement,
+                                    get_method, timeline_graphs)
+from motion_collage.samplers import karras_sigmas, sample_ddim
+
+DEN = GaussianPieceDenoiser(ar_autocovariance([0.9], 256))
+SETUP = SamplingSetup(sample_ddim, karras_sigmas(12, 0.01, 20.0))
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def noise_for(rows, channels=3, seed=0):
+    T = max(sum(f for _, f in r) for r in rows)
+    return torch.randn(len(rows), T, channels, generator=torch.Generator().manual_seed(seed)) * 20
+
+
+def test_replacement_never_changes_already_generated_frames():
+    rows = [[("a", 30), ("b", 30), ("c", 30)]]
+    noise = noise_for(rows)
+    full = generate_replacement(DEN, rows, noise, SETUP, max_frames=32)
+    first_window = generate_replacement(DEN, [[("a", 30), ("b", 2)]], noise[:, :32], SETUP, max_frames=32)
+    torch.testing.assert_close(full.motion[:, :32], first_window.motion, rtol=0, atol=0)
+
+
+def test_replacement_window_sees_known_frames_as_its_x0():
+    rows = [[("a", 40), ("b", 40)]]
+    seen = []
+    setup = SamplingSetup(sample_ddim, SETUP.sigmas, {"callback": lambda i, s, x, x0: seen.append(x0.clone())})
+    out = generate_replacement(DEN, rows, noise_for(rows), setup, max_frames=32)
+    windows = autoregressive_windows(out.graphs, 32, 0.5)[0]
+    second = windows[1]
+    x0_second = seen[len(SETUP.sigmas) - 1]  # first step of the second window
+    torch.testing.assert_close(x0_second[0, :second.known], out.motion[0, second.start:second.start + second.known])
+
+
+def test_reconstruction_with_weight_zero_is_independent_windows():
+    rows = [[("a", 40), ("b", 40)]]
+    noise = noise_for(rows)
+    out = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=0.0)
+    expected = torch.zeros_like(noise)
+    for w in autoregressive_windows(out.graphs, 32, 0.5)[0]:
+        alone = SETUP.run(as_sequence_denoiser(DEN, [w.prompt]), noise[:, w.start:w.start + w.length])
+        expected[:, w.start + w.known:w.start + w.length] = alone[:, w.known:]
+    torch.testing.assert_close(out.motion, expected)
+
+
+def test_reconstruction_guidance_pulls_towards_known_frames():
+    """A positive weight moves each window's prediction of its known frames towards them."""
+    rows = [[("a", 40), ("b", 40)]]
+    noise = noise_for(rows)
+    plain = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=0.0)
+    guided = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=1.0)
+    torch.testing.assert_close(plain.motion[:, :32], guided.motion[:, :32])  # first window unguided
+    assert not torch.allclose(plain.motion[:, 32:], guided.motion[:, 32:])
+
+
+def test_average_equals_per_frame_mean_of_factor_predictions():
+    rows = [[("a", 30), ("b", 20), ("c", 30)]]
+    graphs = timeline_graphs(rows, 64, overlap=10)
+    x = noise_for(rows)
+    sigma = torch.tensor([1.5])
+    got = CollageDenoiser(DEN, graphs, include_variables=False)(x, sigma)
+    total, count = torch.zeros_like(x), torch.zeros(x.shape[1])
+    for f in graphs[0].factors:
+        frames = torch.as_tensor(f.frames(graphs[0].num_frames))
+        piece = DEN(x[:, frames], sigma, torch.ones(1, len(frames), dtype=torch.bool), None)
+        total[:, frames] += piece
+        count[frames] += 1
+    torch.testing.assert_close(got, total / count[None, :, None])
+    # and generate_average samples with exactly that denoiser
+    via_method = generate_average(DEN, rows, x, SETUP, max_frames=64, overlap=10)
+    torch.testing.assert_close(via_method.motion, SETUP.run(CollageDenoiser(DEN, graphs, include_variables=False), x))
+
+
+def test_doubletake_without_handshake_or_second_take_is_independent():
+    rows = [[("a", 30), ("b", 20)], [("c", 25), ("d", 25)]]
+    noise = noise_for(rows)
+    dt = generate_doubletake(DEN, rows, noise, SETUP, max_frames=64, handshake=0, blend=0, second_take=False)
+    ind = generate_independent(DEN, rows, noise, SETUP, max_frames=64)
+    torch.testing.assert_close(dt.motion, ind.motion)
+
+
+def test_doubletake_second_take_changes_only_frames_near_boundaries():
+    rows = [[("a", 60), ("b", 60)]]
+    noise = noise_for(rows)
+    one = generate_doubletake(DEN, rows, noise, SETUP, max_frames=96, handshake=10, blend=5, second_take=False)
+    two = generate_doubletake(DEN, rows, noise, SETUP, max_frames=96, handshake=10, blend=5)
+    changed = (one.motion - two.motion).abs().amax(dim=(0, 2)) > 1e-12
+    assert changed.nonzero().min() >= 60 - 10 and changed.nonzero().max() < 60 + 10
+    assert two.sequential_calls == len(SETUP.sigmas) - 1 + (len(SETUP.sigmas) - 1 - round(0.5 * (len(SETUP.sigmas) - 1)))
+
+
+def test_naive_within_the_window_equals_plain_sampling():
+    rows = [[("walk", 50)]]
+    noise = noise_for(rows)
+    out = generate_naive(DEN, rows, noise, SETUP, max_frames=64)
+    torch.testing.assert_close(out.motion, SETUP.run(as_sequence_denoiser(DEN, ["walk"]), noise))
+
+
+def test_collage_is_closest_to_the_exact_reference():
+    stats = run_study(channels=0, steps=30)
+    err = {k: v["boundary_cov_error"] for k, v in stats.items()}
+    assert err["naive"] == 0
+    assert err["collage"] < err["average"] and err["collage"] < err["independent"]
+    assert err["collage"] < err["replacement"] and err["collage"] < err["reconstruction"]
+
+
+@pytest.mark.parametrize("n_segments", [2, 4, 8])
+def test_sequential_calls_parallel_vs_autoregressive(n_segments):
+    rows = [[("a", 24)] * n_segments]
+    noise = noise_for(rows)
+    steps = len(SETUP.sigmas) - 1
+    for name in ("collage", "average", "independent", "naive"):
+        opts = {"overlap": 8} if name in ("collage", "average") else {}
+        assert METHODS[name](DEN, rows, noise, SETUP, max_frames=32, **opts).sequential_calls == steps
+    for name in ("replacement", "reconstruction"):
+        out = METHODS[name](DEN, rows, noise, SETUP, max_frames=32, window=24)
+        windows = 1 + -(-(24 * n_segments - 24) // 12)
+        assert out.sequential_calls == steps * windows
+
+
+def test_methods_support_batches_of_different_lengths():
+    rows = [[("a", 30), ("b", 30)], [("c", 20), ("d", 25), ("e", 20)]]
+    noise = noise_for(rows)
+    for name in METHODS:
+        opts = {"collage": {"overlap": 6}, "average": {"overlap": 6}, "doubletake": {"handshake": 6, "blend": 3}}
+        out = get_method(name)(DEN, rows, noise, SETUP, max_frames=40, **opts.get(name, {}))
+        assert out.motion.shape == noise.shape and out.num_frames == [60, 65]
+        assert torch.isfinite(out.motion).all()
+
+
+def test_loops_are_refused_by_methods_that_cannot_make_them():
+    rows = [[("a", 30), ("b", 30)]]
+    for name in ("naive", "independent", "replacement", "reconstruction"):
+        with pytest.raises(ValueError, match="loop"):
+            get_method(name)(DEN, rows, noise_for(rows), SETUP, max_frames=40, loop=True)
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("flowmdm")

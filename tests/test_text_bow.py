@@ -1,0 +1,85 @@
+"""Bag-of-words text encoder: features, unknown words, caching, save/load round trip."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from mdm_adapter.text_bow import BagOfWordsEncoder, tokenize
+
+WORDS = ["a", "the", "person", "walks", "forward", "happily", "waves", "left", "right", "hand"]
+
+
+def make_encoder(known_words=None) -> BagOfWordsEncoder:
+    gen = torch.Generator().manual_seed(0)
+    return BagOfWordsEncoder(WORDS, torch.randn(len(WORDS), 8, generator=gen).half(), known_words=known_words)
+
+
+def test_tokenize_splits_hyphens_and_punctuation():
+    assert tokenize("A person walk-turns LEFT, then 2 steps.") == ["a", "person", "walk", "turns", "left",
+                                                                   "then", "2", "steps"]
+
+
+def test_feature_shape_norm_and_stopwords():
+    enc = make_encoder()
+    f = enc.encode(["a person walks forward happily", "walks forward happily"])
+    assert f.shape == (2, enc.feature_dim) == (2, 16) and f.dtype == torch.float32
+    assert torch.allclose(f.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert torch.equal(f[0], f[1])  # "a", "person" are stop words
+    left, right = enc.encode(["waves the left hand", "waves the right hand"])
+    assert not torch.allclose(left, right)
+
+
+def test_unknown_words_never_crash():
+    enc = make_encoder()
+    with pytest.warns(UserWarning, match="unknown words"):
+        f = enc.encode(["a person walks zigzaggingly"])
+    assert torch.equal(f, enc.encode(["walks"]))
+    with pytest.warns(UserWarning, match="null"):
+        z = enc.encode(["qwerty uiop", ""])
+    assert torch.equal(z, torch.zeros(2, enc.feature_dim))
+
+
+def test_warns_outside_training_vocabulary():
+    enc = make_encoder(known_words={"walks", "forward"})
+    with pytest.warns(UserWarning, match="training captions"):
+        enc.encode(["waves the right hand"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc.encode(["walks forward"])
+
+
+def test_cache_returns_copies():
+    enc = make_encoder()
+    a = enc.encode(["walks forward", "walks forward"])
+    assert len(enc._cache) == 1 and torch.equal(a[0], a[1])
+    a.zero_()  # the caller owns the result
+    assert enc.encode(["walks forward"]).abs().sum() > 0
+    with pytest.raises(TypeError):
+        enc.encode("walks")
+
+
+def test_save_load_round_trip_is_exact_and_reproducible(tmp_path):
+    enc = make_encoder(known_words={"walks"})
+    enc.save(tmp_path / "a.safetensors")
+    enc.save(tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    back = BagOfWordsEncoder.from_file(tmp_path / "a.safetensors")
+    prompts = ["a person walks forward happily", "waves the left hand"]
+    assert back.vocabulary == WORDS and back.known_words == {"walks"}
+    with pytest.warns(UserWarning, match="training captions"):
+        loaded = back.encode(prompts)
+    with pytest.warns(UserWarning, match="training captions"):
+        original = enc.encode(prompts)
+    assert torch.equal(loaded, original)
+
+
+def test_from_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        BagOfWordsEncoder.from_file(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a bag-of-words"):
+        BagOfWordsEncoder.from_file(tmp_path / "other.safetensors")
