@@ -35,8 +35,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from eval.text_processing import (MAX_TEXT_TOKENS, NUM_POS, RuleBasedTagger, SpacyTagger, Tagger, TextBatch,
-                                  WordVectors, encode_tokens, to_tokens)
+from eval.text_processing import (
+    MAX_TEXT_TOKENS,
+    NUM_POS,
+    RuleBasedTagger,
+    SpacyTagger,
+    Tagger,
+    TextBatch,
+    WordVectors,
+    encode_tokens,
+    to_tokens,
+)
+from motion_collage.normalization import EvaluatorStats
 
 WEIGHTS_FILE = "evaluator.safetensors"
 CONFIG_FILE = "config.json"
@@ -259,12 +269,12 @@ class Evaluator(nn.Module):
     ``embed_text``/``embed_motion`` take tensors and keep autograd (training uses them); wrap
     them in ``torch.no_grad()`` for evaluation. ``embed_texts`` is the no-grad convenience path
     from caption strings or token lists. The module is put in eval mode by the constructors.
-    Optional ``mean``/``std`` [feature_dim] are the evaluator's own normalisation statistics.
+    Optional ``stats`` are the evaluator's own normalisation statistics (``t2m_mean/std.npy`` for
+    the official one; our evaluator stores them in its files), used by :meth:`normalise`.
     """
 
     def __init__(self, config: EvaluatorConfig, word_vectors: WordVectors | None = None,
-                 tagger: Tagger | None = None, mean: np.ndarray | None = None,
-                 std: np.ndarray | None = None) -> None:
+                 tagger: Tagger | None = None, stats: EvaluatorStats | None = None) -> None:
         super().__init__()
         self.config = config
         self.text_encoder = TextEncoderBiGRUCo(config.word_dim, config.pos_dim, config.text_hidden, config.embed_dim)
@@ -279,11 +289,11 @@ class Evaluator(nn.Module):
             vocab = word_vectors.index.keys() if word_vectors is not None else None
             tagger = SpacyTagger() if config.tagger == "spacy" else RuleBasedTagger(vocab)
         self.tagger = tagger
-        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
-        self.std = None if std is None else np.asarray(std, dtype=np.float32)
-        for name, arr in (("mean", self.mean), ("std", self.std)):
-            if arr is not None and arr.shape != (config.feature_dim,):
-                raise ValueError(f"evaluator {name} must have shape [{config.feature_dim}], got {arr.shape}")
+        if stats is not None and not isinstance(stats, EvaluatorStats):
+            raise TypeError(f"stats must be EvaluatorStats, got {type(stats).__name__}")
+        if stats is not None and stats.dim != config.feature_dim:
+            raise ValueError(f"evaluator stats have {stats.dim} dims, the evaluator expects {config.feature_dim}")
+        self.stats = stats
 
     @property
     def device(self) -> torch.device:
@@ -352,11 +362,10 @@ class Evaluator(nn.Module):
 
     def normalise(self, features: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """Raw HumanML3D-style features [..., feature_dim] -> evaluator-normalised ``(f - mean) / std``."""
-        if self.mean is None or self.std is None:
-            raise RuntimeError("this evaluator carries no normalisation statistics (pass mean/std when building it)")
-        if isinstance(features, Tensor):
-            return (features - torch.from_numpy(self.mean).to(features)) / torch.from_numpy(self.std).to(features)
-        return (features - self.mean) / self.std
+        if self.stats is None:
+            raise RuntimeError("this evaluator carries no normalisation statistics (pass stats=EvaluatorStats "
+                               "when building it)")
+        return self.stats.normalize(features)
 
     # ---------------------------------------------------------------- building and saving
 
@@ -368,16 +377,17 @@ class Evaluator(nn.Module):
     @classmethod
     def from_official(cls, checkpoint_path: str | Path, glove_dir: str | Path | None,
                       device: str | torch.device = "cpu", tagger: Tagger | None = None,
-                      mean: np.ndarray | None = None, std: np.ndarray | None = None) -> "Evaluator":
+                      stats: EvaluatorStats | None = None) -> "Evaluator":
         """Guo et al.'s ``text_mot_match/model/finest.tar`` (+ the ``glove/`` folder for captions).
 
         ``glove_dir`` None builds an evaluator that can only embed motions and pre-encoded text.
-        ``mean``/``std`` are the evaluator statistics (``t2m_mean.npy``/``t2m_std.npy``), optional.
+        ``stats``: the evaluator statistics, e.g. ``EvaluatorStats.from_dir("dataset")`` for MDM's
+        ``dataset/t2m_mean.npy`` / ``t2m_std.npy`` (optional).
         """
         ckpt = load_official_checkpoint(checkpoint_path, device="cpu")
         config = config_from_official_state(ckpt)
         vectors = WordVectors.from_official(glove_dir) if glove_dir is not None else None
-        model = cls(config, vectors, tagger, mean, std)
+        model = cls(config, vectors, tagger, stats)
         model.load_parts(ckpt)
         return model.to(device).eval()
 
@@ -391,9 +401,9 @@ class Evaluator(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"{part}.{k}": v.detach().cpu().contiguous()
                    for part in PARTS for k, v in getattr(self, part).state_dict().items()}
-        if self.mean is not None and self.std is not None:
-            tensors["stats.mean"] = torch.from_numpy(self.mean.copy())
-            tensors["stats.std"] = torch.from_numpy(self.std.copy())
+        if self.stats is not None:
+            tensors["stats.mean"] = torch.from_numpy(np.array(self.stats.mean, dtype=np.float32))
+            tensors["stats.std"] = torch.from_numpy(np.array(self.stats.std, dtype=np.float32))
         save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
         self.word_vectors.save_npz(directory / WORDS_FILE)
         payload = {"format": FORMAT, "evaluator": dataclasses.asdict(self.config)}
@@ -422,8 +432,8 @@ class Evaluator(nn.Module):
         tensors = load_file(str(directory / WEIGHTS_FILE))
         mean = tensors.pop("stats.mean", None)
         std = tensors.pop("stats.std", None)
-        model = cls(config, WordVectors.load_npz(directory / WORDS_FILE), tagger,
-                    None if mean is None else mean.numpy(), None if std is None else std.numpy())
+        stats = None if mean is None or std is None else EvaluatorStats(mean.numpy(), std.numpy())
+        model = cls(config, WordVectors.load_npz(directory / WORDS_FILE), tagger, stats)
         state = {part: {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")}
                  for part in PARTS}
         model.load_parts(state)

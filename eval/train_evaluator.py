@@ -38,8 +38,18 @@ from torch import Tensor
 from eval.data import MotionClip, load_clips, load_mean_std, pad_batch, random_unit_crop
 from eval.evaluator import Evaluator, EvaluatorConfig, MovementConvDecoder
 from eval.metrics import matching_scores
-from eval.text_processing import (EOS, NUM_POS, SOS, UNK, VIP_WORDS, RuleBasedTagger, WordVectors,
-                                  encode_token_list, split_token)
+from eval.text_processing import (
+    EOS,
+    NUM_POS,
+    SOS,
+    UNK,
+    VIP_WORDS,
+    RuleBasedTagger,
+    WordVectors,
+    encode_token_list,
+    split_token,
+)
+from motion_collage.normalization import EvaluatorStats
 from motion_collage.spec import HUMANML3D
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -356,7 +366,8 @@ def build(config: TrainConfig) -> RunState:
     vocab |= set(EXTRA_WORDS) | set().union(*VIP_WORDS.values())
     vectors = glove_subset(vocab, config.glove)
     eval_config = config.evaluator_config(vectors.dim, int(mean.shape[0]))
-    model = Evaluator(eval_config, vectors, RuleBasedTagger(vectors.index.keys()), mean, std).to(config.device)
+    model = Evaluator(eval_config, vectors, RuleBasedTagger(vectors.index.keys()),
+                      EvaluatorStats(mean, std)).to(config.device)
     train_sampler = PairSampler(train_clips, vectors, mean, std, config.max_frames, config.unit_length)
     val_sampler = (PairSampler(val_clips, vectors, mean, std, config.max_frames, config.unit_length)
                    if val_clips else None)

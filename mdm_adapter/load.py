@@ -88,7 +88,8 @@ class LoadedModel:
 
 def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: Optional[float] = None,
          clip_path: Optional[str | Path] = None, stats_dir: Optional[str | Path] = None,
-         mask_frames: bool = True, text_encoder: Optional[TextEncoder] = None) -> LoadedModel:
+         mask_frames: bool = True, text_encoder: Optional[TextEncoder] = None,
+         text_precision: str = "auto") -> LoadedModel:
     """Load a checkpoint as a piece denoiser.
 
     path: a ``.pt`` / ``.safetensors`` file, or its folder (then the newest ``model*.pt`` by step
@@ -98,6 +99,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: O
     stats_dir: folder with ``Mean.npy`` / ``Std.npy`` (searched first, then beside the model,
     then ``dataset/HumanML3D`` under the working directory). mask_frames: see
     :class:`MDMPieceDenoiser`. text_encoder: use this encoder instead of building one.
+    text_precision: CLIP precision, "auto" (fp16 on CUDA as the release, fp32 on CPU), "fp16"
+    (the release's numbers on any device) or "fp32".
     """
     weights_path = resolve_checkpoint(path)
     args = MDMArgs.from_json(weights_path.parent / "args.json")
@@ -108,7 +111,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: O
     network = network.to(device).eval().requires_grad_(False)
 
     if text_encoder is None:
-        text_encoder = build_text_encoder(args, weights_path.parent, device, clip_path)
+        text_encoder = build_text_encoder(args, weights_path.parent, device, clip_path, text_precision)
     schedule = DiscreteSchedule.from_name(args.noise_schedule, args.diffusion_steps)
     scale = 2.5 if guidance_scale is None else float(guidance_scale)
     denoiser = MDMPieceDenoiser(network, text_encoder, schedule, guidance_scale=scale,
@@ -210,10 +213,10 @@ def check_state_dict(state: dict[str, Tensor], args: MDMArgs, path: Path) -> Non
 
 
 def build_text_encoder(args: MDMArgs, model_dir: Path, device: str | torch.device = "cpu",
-                       clip_path: Optional[str | Path] = None) -> TextEncoder:
+                       clip_path: Optional[str | Path] = None, precision: str = "auto") -> TextEncoder:
     """The text encoder ``args.text_encoder_type`` names (weights looked up offline)."""
     if args.text_encoder_type == "clip":
-        return ClipTextEncoder.from_path(clip_path, device)
+        return ClipTextEncoder.from_path(clip_path, device, precision)
     if args.text_encoder_type == "bert":
         return DistilBertTextEncoder.from_path(None, device)
     encoder = BowTextEncoder.from_file(model_dir / args.text_encoder_file, device)

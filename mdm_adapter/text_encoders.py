@@ -8,7 +8,9 @@
   Precision: on CUDA the release's fp16 recipe (Linear / attention / projection weights and
   the residual stream in fp16, embeddings and LayerNorm parameters fp32, LayerNorm computed
   in fp32); on CPU everything in fp32, which gives slightly different features (about 1e-3
-  relative). ``precision=`` overrides the choice.
+  relative). ``precision="fp16"`` applies the release's recipe on CPU too (the release itself
+  casts CLIP to fp16 on every device; checked bit for bit against OpenAI's code on CPU, in
+  both precisions); ``precision="fp32"`` forces fp32 on CUDA.
   Weights come from OpenAI's ``ViT-B-32.pt`` (what ``clip.load("ViT-B/32")`` downloads to
   ``~/.cache/clip``) or from a Hugging Face ``openai/clip-vit-base-patch32`` folder (or the
   Hugging Face cache); see :func:`find_clip_files`.
@@ -146,7 +148,7 @@ def _word_pattern():
         return regex.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
                              regex.IGNORECASE)
     except ImportError:  # ASCII-equivalent approximation of the letter / number classes
-        return _re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+|_+""",
+        return _re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+""",
                            _re.IGNORECASE)
 
 
@@ -435,8 +437,9 @@ WEIGHT_NAMES = ("ViT-B-32.pt", "model.safetensors", "pytorch_model.bin")
 def find_clip_files(clip_path: Optional[str | Path] = None) -> ClipFiles:
     """Locate ViT-B/32 text weights and tokeniser files, offline.
 
-    Looks at ``clip_path`` (a weights file or a folder), then ``$MOTION_COLLAGE_CLIP_PATH``, then
-    ``~/.cache/clip/ViT-B-32.pt`` and the Hugging Face cache of ``openai/clip-vit-base-patch32``.
+    Looks at ``clip_path`` (a weights file or a folder), else ``$MOTION_COLLAGE_CLIP_PATH``, else
+    ``save/clip/`` under the working directory, ``~/.cache/clip/ViT-B-32.pt`` and the Hugging Face
+    cache of ``openai/clip-vit-base-patch32``.
     The tokeniser is taken from the same folder (``vocab.json`` + ``merges.txt`` or
     ``bpe_simple_vocab_16e6.txt.gz``), else from an installed ``clip`` package, else from the
     Hugging Face cache.
@@ -451,6 +454,7 @@ def find_clip_files(clip_path: Optional[str | Path] = None) -> ClipFiles:
                                     f"{CLIP_HF_REPO}'s model.safetensors, vocab.json and merges.txt")
         candidates.append(path)
     else:
+        candidates.append(Path.cwd() / "save" / "clip")  # where prepare/download_official.py puts it
         candidates.append(Path.home() / ".cache" / "clip" / "ViT-B-32.pt")
         candidates.extend(_hf_cache_snapshots(CLIP_HF_REPO))
     weights = None

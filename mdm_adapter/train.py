@@ -41,6 +41,8 @@ CHECKPOINT = "checkpoint.pt"
 LOSS_LOG = "loss.csv"
 LOSS_FIELDS = ("step", "loss", "val_loss", "lr", "elapsed_s", "steps_per_s")
 SPLITS = {"train": 0, "val": 1, "test": 2}
+# Settings that do not change what is learned; a resumed run may change them.
+RESUMABLE_CHANGES = frozenset({"num_threads", "checkpoint_minutes", "log_every"})
 
 
 @dataclass(frozen=True)
@@ -346,8 +348,11 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     state = build_state(cfg, data.text_features.shape[1], dev)
     if (out / CHECKPOINT).is_file():
         saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
-        if saved is not None and saved != asdict(cfg):
-            raise ValueError(f"{out} holds a run with a different config; use another --out or the same config")
+        changed = sorted(k for k, v in asdict(cfg).items()
+                         if saved is not None and k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        if changed:
+            raise ValueError(f"{out} holds a run with a different config ({', '.join(changed)}); "
+                             f"use another --out or the same config")
         load_checkpoint(state, out / CHECKPOINT)
         _trim_log(out / LOSS_LOG, state.step)
         if progress:

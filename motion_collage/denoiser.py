@@ -13,7 +13,7 @@ samplers only ever see sigma-space denoisers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import torch
@@ -60,30 +60,30 @@ class SequenceDenoiser(Protocol):
         ...
 
 
-@dataclass
 class CallCounter:
     """Wraps a piece denoiser and counts its sequential calls and evaluated frames.
 
     ``calls`` counts invocations (each one is a network call that must wait for the previous
-    one); ``frames`` counts real (unmasked) frames evaluated over all calls.
+    one); ``frames`` counts real (unmasked) frames evaluated over all calls. Frame counts are
+    accumulated on the device and read only when asked for, so counting never synchronises the
+    host with the GPU inside a sampling loop.
     """
 
-    denoiser: PieceDenoiser
-    calls: int = 0
-    frames: int = 0
-    pieces: int = 0
-    shapes: list = field(default_factory=list)
+    def __init__(self, denoiser: PieceDenoiser) -> None:
+        self.denoiser = denoiser
+        self.calls = 0
+        self.pieces = 0
+        self._frames: list[Tensor] = []
 
     def __call__(self, x: Tensor, sigma: Tensor, mask: Tensor, cond: PieceConditions) -> Tensor:
         self.calls += 1
         self.pieces += x.shape[0]
-        self.frames += int(mask.sum())
-        self.shapes.append(tuple(x.shape))
+        self._frames.append(mask.sum())
         return self.denoiser(x, sigma, mask, cond)
 
-    def reset(self) -> None:
-        self.calls = self.frames = self.pieces = 0
-        self.shapes.clear()
+    @property
+    def frames(self) -> int:
+        return int(sum(int(f) for f in self._frames))
 
 
 def as_sequence_denoiser(piece_denoiser: PieceDenoiser, prompts: Sequence[Optional[str]],

@@ -4,8 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.data import (MotionTextDataset, load_clips, load_mean_std, pad_batch, parse_text_file, random_unit_crop,
-                       read_split, write_folder)
+from eval.data import (
+    MotionTextDataset,
+    load_clips,
+    load_mean_std,
+    pad_batch,
+    parse_text_file,
+    random_unit_crop,
+    read_split,
+    write_folder,
+)
 
 D = 263
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from eval.data import write_folder
-from eval.evaluator import (OFFICIAL_HUMANML3D, Evaluator, EvaluatorConfig, load_official_checkpoint,
-                            packed_bigru_final)
-from eval.text_processing import WordVectors
 from eval import train_evaluator as T
+from eval.data import write_folder
+from eval.evaluator import OFFICIAL_HUMANML3D, Evaluator, EvaluatorConfig, load_official_checkpoint, packed_bigru_final
+from eval.text_processing import WordVectors
+from motion_collage.normalization import EvaluatorStats
 
 SMALL = EvaluatorConfig(word_dim=6, text_hidden=8, movement_hidden=8, movement_latent=8, motion_hidden=12,
                         embed_dim=5, tagger="rule")
@@ -162,7 +162,7 @@ def test_save_load_roundtrip(tmp_path):
     torch.manual_seed(3)
     words = ["sos", "eos", "unk", "a", "person", "walk", "hand"]
     vectors = WordVectors.from_words(words, np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32))
-    model = Evaluator(SMALL, vectors, mean=np.zeros(263), std=np.full(263, 2.0)).eval()
+    model = Evaluator(SMALL, vectors, stats=EvaluatorStats(np.zeros(263), np.full(263, 2.0))).eval()
     model.save(tmp_path / "ev", {"training": {"lr": 0.1}})
     back = Evaluator.from_file(tmp_path / "ev" / "evaluator.safetensors")
     assert back.config == SMALL and back.word_vectors.words == words

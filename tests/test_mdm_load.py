@@ -268,6 +268,7 @@ def test_error_messages_are_one_line(tmp_path):
 
 
 def test_missing_clip_weights_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path, _, _ = save_official(tmp_path / "m")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -276,3 +277,27 @@ def test_missing_clip_weights_message(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="--clip_path") as info:
         mdm_adapter.load(path)
     assert "MOTION_COLLAGE_CLIP_PATH" in str(info.value) and "\n" not in str(info.value)
+
+
+@torch.no_grad()
+def test_clip_model_loads_its_text_encoder_from_clip_path(tmp_path):
+    import gzip
+    from mdm_adapter.text_encoders import ClipBPETokenizer, ClipTextEncoder, ClipTextTower
+    merges = [("w", "a"), ("wa", "l"), ("wal", "k</w>")]
+    tok = ClipBPETokenizer(merges)
+    torch.manual_seed(0)
+    tower = ClipTextTower(vocab_size=len(tok.vocab), width=64, layers=1, heads=1, embed_dim=16)
+    torch.nn.init.normal_(tower.text_projection)
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    torch.save(tower.state_dict(), clip_dir / "ViT-B-32.pt")
+    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(
+        gzip.compress(("#version\n" + "\n".join(" ".join(m) for m in merges)).encode()))
+    path, args, _ = save_official(tmp_path / "m", extra_args=dict(text_feature_dim=16))
+    loaded = mdm_adapter.load(path, clip_path=clip_dir)
+    assert isinstance(loaded.text_encoder, ClipTextEncoder) and loaded.text_encoder.precision == "fp32"
+    assert torch.equal(loaded.text_encoder.encode(["walk"]), ClipTextEncoder(tower, tok).encode(["walk"]))
+    x = torch.randn(1, 8, 263)
+    out = loaded.denoiser(x, loaded.schedule.sigmas[[40]].float(), torch.ones(1, 8, dtype=torch.bool),
+                          PieceConditions(("walk",)))
+    assert out.shape == x.shape

@@ -169,6 +169,7 @@ def _openai_to_hf(state):
 
 @torch.no_grad()
 def test_load_hf_layout_from_cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from safetensors.torch import save_file
     tok = tiny_tokenizer()
     tower = tiny_tower(len(tok.vocab))
@@ -203,6 +204,7 @@ def test_hf_conversion_matches_transformers():
 
 
 def test_missing_weights_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)

@@ -8,8 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from eval.text_processing import (NUM_POS, POS_IDS, RuleBasedTagger, SpacyTagger, WordVectors, encode_token_list,
-                                  encode_tokens, looks_tagged, pad_tokens, pos_id, split_token, to_tokens)
+from eval.text_processing import (
+    NUM_POS,
+    POS_IDS,
+    RuleBasedTagger,
+    SpacyTagger,
+    WordVectors,
+    encode_token_list,
+    encode_tokens,
+    looks_tagged,
+    pad_tokens,
+    pos_id,
+    split_token,
+    to_tokens,
+)
 
 CHECK_TOKENS = "a/DET man/NOUN kick/VERB something/PRON or/CCONJ someone/PRON with/ADP his/DET left/ADJ leg/NOUN"
 CHECK_POS_IDS = [14, 2, 1, 12, 6, 14, 6, 3, 2, 9, 10, 14] + [14] * 10
