@@ -7,6 +7,14 @@ One call = one batched network call, whatever the mix of prompts and null condit
   with zero text (the unconditional branch of classifier-free guidance).
 
 Then per piece ``x0 = u + s * (c - u)`` (the release's formula and order of operations).
+(With ``max_rows_per_call`` the rows go through the network in consecutive chunks instead: same
+result, bounded memory.)
+
+Per-step cost: what depends only on the conditions (the row plan, the text features, index
+tensors) is built once per distinct conditions and kept on the device, and a layout's mask is
+read on the host once; so, after the first step, a call reads nothing back from the device and
+copies nothing to it (a sampling loop on a GPU never waits for it). A guidance tensor that is
+already on the GPU is not read either: every prompted piece then gets an unconditional row.
 
 Noise convention: sigma-space ``x = x0 + sigma * eps`` outside, MDM's VP space inside:
 ``x_vp = x / sqrt(1 + sigma^2)``, and the network is called with the trained timestep whose
@@ -25,6 +33,9 @@ comes from floating-point summation order in batched kernels, not from the other
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -37,6 +48,25 @@ from .schedules import DiscreteSchedule
 from .text_encoders import TextEncoder
 
 
+PLAN_CACHE_SIZE = 16  # conditions (and masks) remembered; a sampling run uses one or two
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The per-condition part of a call, identical at every step (kept on the device).
+
+    index: [R] long, the piece each network row reads (P pieces, then the unconditional rows)
+    text: R rows of text input (prompt features, zeros for the null condition)
+    pick: [E] long, the pieces that have an unconditional row (rows P..P+E-1), or None
+    scales: [E, 1, 1] float32 guidance scales of those pieces when known on the host, else None
+    """
+
+    index: Tensor
+    text: TextInput
+    pick: Optional[Tensor]
+    scales: Optional[Tensor]
+
+
 class MDMPieceDenoiser:
     """Wrap an MDM network, a text encoder and its schedule as a piece denoiser.
 
@@ -46,10 +76,18 @@ class MDMPieceDenoiser:
     supports_guidance: False for models trained without text dropout (cond_mask_prob 0):
         guidance is then 1 whatever is asked, and no unconditional rows are run.
     mask_frames: hide padded frames from attention (see the module docstring).
+    max_rows_per_call: run the network on at most this many rows (pieces and their unconditional
+        copies) at a time, to bound activation memory for very long motions; ``None`` = all rows
+        in one network call. Chunks run one after the other without reading anything back, and
+        give the same x0 as one call (each row is computed independently). The attribute may be
+        changed between calls.
     """
 
     def __init__(self, network: MDM, text_encoder: TextEncoder, schedule: DiscreteSchedule,
-                 guidance_scale: float = 2.5, supports_guidance: bool = True, mask_frames: bool = True) -> None:
+                 guidance_scale: float = 2.5, supports_guidance: bool = True, mask_frames: bool = True,
+                 max_rows_per_call: Optional[int] = None) -> None:
+        if max_rows_per_call is not None and (not isinstance(max_rows_per_call, int) or max_rows_per_call < 1):
+            raise ValueError(f"max_rows_per_call must be a positive integer or None, got {max_rows_per_call!r}")
         if getattr(text_encoder, "feature_dim", None) != network.text_dim:
             raise ValueError(f"text encoder gives {getattr(text_encoder, 'feature_dim', None)}-dim features, the "
                              f"network's embed_text expects {network.text_dim}; use the encoder the model was trained with")
@@ -65,7 +103,12 @@ class MDMPieceDenoiser:
         self.supports_guidance = supports_guidance
         self.mask_frames = mask_frames
         self.feature_dim = network.feature_dim
+        self.max_rows_per_call = max_rows_per_call
         self.network_calls = 0
+        self._plans: "OrderedDict[tuple, _Plan]" = OrderedDict()
+        self._masks: "OrderedDict[int, tuple]" = OrderedDict()
+        self._guidance_values: "OrderedDict[int, tuple]" = OrderedDict()
+        self._log_sigmas: dict[torch.device, Tensor] = {}
 
     # ------------------------------------------------------------- the sigma range
     @property
@@ -108,35 +151,123 @@ class MDMPieceDenoiser:
                  else torch.zeros(0, self.network.text_dim, device=device))
         return torch.cat([feats.new_zeros(1, feats.shape[1]), feats])[index]
 
+    # ------------------------------------------------------------- per-condition plan
+    def _plan(self, cond: PieceConditions, device: torch.device) -> _Plan:
+        """Network rows and text inputs for these conditions, built once and reused at every step.
+
+        Which pieces need an unconditional row is decided on the host: from the guidance values
+        when they are on the CPU (reading them costs nothing), otherwise every prompted piece gets
+        one and a scale of exactly 1 selects the conditional row (so a guidance tensor on the GPU
+        is never read back).
+        """
+        P = len(cond)
+        g = cond.guidance
+        if not self.supports_guidance:
+            values: Optional[tuple[float, ...]] = (1.0,) * P
+        elif g is None:
+            values = (self.guidance_scale,) * P
+        elif g.device.type == "cpu":
+            values = self._host_values(g)
+        else:
+            values = None  # on the device: never read back
+        key = (cond.prompts, values, device)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        prompted = [i for i, p in enumerate(cond.prompts) if p is not None]
+        extra = prompted if values is None else [i for i in prompted if values[i] != 1.0]
+        rows = list(range(P)) + extra
+        null = [p is None for p in cond.prompts] + [True] * len(extra)
+        scales = None
+        if values is not None and extra:
+            scales = torch.tensor([values[i] for i in extra], dtype=torch.float32, device=device)[:, None, None]
+        plan = _Plan(index=torch.tensor(rows, device=device),
+                     text=self._text_rows(cond.prompts, rows, null, device),
+                     pick=torch.tensor(extra, dtype=torch.long, device=device) if extra else None,
+                     scales=scales)
+        self._plans[key] = plan
+        while len(self._plans) > PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _host_values(self, guidance: Tensor) -> tuple[float, ...]:
+        """A CPU guidance tensor's values, read once per tensor (identity and version counter)."""
+        entry = self._guidance_values.get(id(guidance))
+        if entry is not None and entry[0]() is guidance and entry[1] == guidance._version:
+            return entry[2]
+        values = tuple(guidance.tolist())
+        self._guidance_values[id(guidance)] = (weakref.ref(guidance), guidance._version, values)
+        while len(self._guidance_values) > PLAN_CACHE_SIZE:
+            self._guidance_values.popitem(last=False)
+        return values
+
+    def _mask_info(self, mask: Tensor) -> tuple[bool, Optional[int]]:
+        """(all frames real, first piece without a real frame or None), read once per mask tensor.
+
+        Layouts pass the same mask tensor at every step, so the host reads it once; a new or
+        modified tensor (by identity and version counter) is read again.
+        """
+        entry = self._masks.get(id(mask))
+        if entry is not None and entry[0]() is mask and entry[1] == mask._version:
+            return entry[2]
+        real = mask.any(dim=1)
+        empty = None if bool(real.all()) else int((~real).nonzero()[0])
+        info = (bool(mask.all()), empty)
+        self._masks[id(mask)] = (weakref.ref(mask), mask._version, info)
+        while len(self._masks) > PLAN_CACHE_SIZE:
+            self._masks.popitem(last=False)
+        return info
+
+    def _timesteps(self, sigma: Tensor) -> Tensor:
+        """Nearest trained timestep of each sigma (as ``schedule.sigma_to_t``), table cached per device."""
+        table = self._log_sigmas.get(sigma.device)
+        if table is None:
+            table = self._log_sigmas[sigma.device] = self.schedule.sigmas.log().to(sigma.device)
+        return (sigma.to(torch.float64).clamp_min(1e-30).log()[..., None] - table).abs().argmin(dim=-1)
+
     # ------------------------------------------------------------- the contract
     def __call__(self, x: Tensor, sigma: Tensor, mask: Tensor, cond: PieceConditions) -> Tensor:
-        """x [P, L, D] sigma-space, sigma [P], mask [P, L] bool (True = real), cond -> x0 [P, L, D]."""
+        """x [P, L, D] sigma-space, sigma [P], mask [P, L] bool (True = real), cond -> x0 [P, L, D].
+
+        Nothing here reads a device tensor back to the host once a layout's mask and conditions
+        have been seen (the sampling loop stays asynchronous on a GPU).
+        """
         P, L, D = self._check(x, sigma, mask, cond)
         device = x.device
-        scales = self._scales(cond, P, device)  # [P] float32
-        has_prompt = [p is not None for p in cond.prompts]
-        extra = [i for i in range(P) if has_prompt[i] and float(scales[i]) != 1.0]
-        rows = list(range(P)) + extra
-        null = [not h for h in has_prompt] + [True] * len(extra)
+        all_real, _ = self._mask_info(mask)
+        plan = self._plan(cond, device)
 
         c_in = (1.0 + sigma.to(torch.float64) ** 2).rsqrt().to(x.dtype)  # [P]
         x_vp = (x * c_in[:, None, None]).permute(0, 2, 1)[:, :, None, :]  # [P, D, 1, L]
-        t = self.schedule.sigma_to_t(sigma).to(device)  # [P] long
-        frame_mask = mask.to(torch.bool) if (self.mask_frames and not bool(mask.all())) else None
-
-        index = torch.tensor(rows, device=device)
-        text = self._text_rows(cond.prompts, rows, null, device)
-        out = self.network(x_vp[index], t[index], text, None if frame_mask is None else frame_mask[index])
-        self.network_calls += 1
+        t = self._timesteps(sigma)  # [P] long
+        frame_mask = mask.to(torch.bool) if (self.mask_frames and not all_real) else None
+        out = self._run_network(x_vp, t, frame_mask, plan)  # [R, D, 1, L]
         out = out[:, :, 0, :].permute(0, 2, 1)  # [R, L, D]
 
         x0 = out[:P]
-        if extra:
-            pick = torch.tensor(extra, device=device)
-            c, u = out[pick], out[P:]
-            s = scales[pick].to(out.dtype)[:, None, None]
-            x0 = x0.index_copy(0, pick, u + s * (c - u))
+        if plan.pick is not None:
+            c, u = out[plan.pick], out[P:]
+            if plan.scales is not None:
+                guided = u + plan.scales.to(out.dtype) * (c - u)
+            else:  # guidance on the device: a scale of exactly 1 keeps the conditional row
+                s = cond.guidance.to(out.dtype)[plan.pick][:, None, None]
+                guided = torch.where(s == 1, c, u + s * (c - u))
+            x0 = x0.index_copy(0, plan.pick, guided)
         return x0
+
+    def _run_network(self, x_vp: Tensor, t: Tensor, frame_mask: Optional[Tensor], plan: _Plan) -> Tensor:
+        """The network on rows ``plan.index``, in chunks of at most ``max_rows_per_call`` rows."""
+        R = plan.index.shape[0]
+        step = self.max_rows_per_call or R
+        outs = []
+        for lo in range(0, R, step):
+            idx = plan.index[lo:lo + step]
+            text = (tuple(v[lo:lo + step] for v in plan.text) if isinstance(plan.text, tuple)
+                    else plan.text[lo:lo + step])
+            outs.append(self.network(x_vp[idx], t[idx], text, None if frame_mask is None else frame_mask[idx]))
+            self.network_calls += 1
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _scales(self, cond: PieceConditions, P: int, device: torch.device) -> Tensor:
         if not self.supports_guidance:
@@ -157,7 +288,8 @@ class MDMPieceDenoiser:
             raise ValueError(f"mask must have shape [{P}, {L}], got {tuple(mask.shape)}")
         if len(cond) != P:
             raise ValueError(f"cond has {len(cond)} entries for {P} pieces; give one prompt (or None) per piece")
-        if P and not bool(mask.any(dim=1).all()):
-            empty = int((~mask.any(dim=1)).nonzero()[0])
-            raise ValueError(f"piece {empty} has no real frame (mask all False); drop empty pieces before the call")
+        if P:
+            _, empty = self._mask_info(mask)
+            if empty is not None:
+                raise ValueError(f"piece {empty} has no real frame (mask all False); drop empty pieces before the call")
         return P, L, D

@@ -23,10 +23,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -41,8 +42,9 @@ CHECKPOINT = "checkpoint.pt"
 LOSS_LOG = "loss.csv"
 LOSS_FIELDS = ("step", "loss", "val_loss", "lr", "elapsed_s", "steps_per_s")
 SPLITS = {"train": 0, "val": 1, "test": 2}
-# Settings that do not change what is learned; a resumed run may change them.
-RESUMABLE_CHANGES = frozenset({"num_threads", "checkpoint_minutes", "log_every"})
+# Settings a resumed run may change: bookkeeping, and max_steps (to extend or shorten a run; the
+# cosine decay is then recomputed for the new end, visible in the lr column of loss.csv).
+RESUMABLE_CHANGES = frozenset({"num_threads", "checkpoint_minutes", "log_every", "max_steps"})
 
 
 @dataclass(frozen=True)
@@ -337,9 +339,10 @@ def _write_log(path: Path, rows: list[dict[str, Any]], mode: str = "a") -> None:
 # --------------------------------------------------------------------------- loop
 def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str = "cpu",
           max_minutes: Optional[float] = None, until_step: Optional[int] = None,
-          progress: bool = True) -> TrainState:
-    """Train until cfg.max_steps (or `until_step`, or `max_minutes` of this call), resuming from
-    ``out`` if it holds a checkpoint; always checkpoints before returning."""
+          progress: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> TrainState:
+    """Train until cfg.max_steps (or `until_step`, `max_minutes` of this call, or `should_stop()`
+    returning True), resuming from ``out`` if it holds a checkpoint; always checkpoints before
+    returning."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
@@ -357,6 +360,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
         _trim_log(out / LOSS_LOG, state.step)
         if progress:
             print(f"resumed from {out / CHECKPOINT} at step {state.step}")
+            if saved is not None and saved.get("max_steps") != cfg.max_steps:
+                print(f"max_steps changed from {saved.get('max_steps')} to {cfg.max_steps} at step {state.step}")
     cfg.to_json(out / "config.json")
     abar = DiscreteSchedule.from_name(cfg.noise_schedule, cfg.diffusion_steps).alphas_cumprod
     probs = sampling_weights(data.train.group, cfg.group_balance)
@@ -369,6 +374,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     last = cfg.max_steps if until_step is None else min(until_step, cfg.max_steps)
     while state.step < last:
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            break
+        if should_stop is not None and should_stop():
             break
         lr = learning_rate(state.step, cfg)
         for group in state.opt.param_groups:
@@ -484,7 +491,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         cfg = TrainConfig.from_json(a.out / "config.json")
     else:
         raise SystemExit("error: --config is required for a new run (no config.json in --out)")
-    state = train(cfg, a.data, a.out, a.device, a.max_minutes)
+    stop = []  # SIGTERM / SIGINT: finish the step, checkpoint, exit
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    state = train(cfg, a.data, a.out, a.device, a.max_minutes, should_stop=lambda: bool(stop))
     print(f"stopped at step {state.step} after {state.elapsed_s / 60:.1f} min; checkpoint in {a.out / CHECKPOINT}")
 
 

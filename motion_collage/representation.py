@@ -22,7 +22,7 @@ recovery is exact there.
 """
 from __future__ import annotations
 
-from typing import Optional, TypeVar, Union
+from typing import Optional, TypeVar
 
 import numpy as np
 import torch

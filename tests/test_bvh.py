@@ -147,3 +147,57 @@ def test_resample_30_to_20_fps_interpolates_linearly():
     expected_sq = np.interp(src_t, np.arange(31.0), np.arange(31.0) ** 2)
     np.testing.assert_allclose(out[:, 1], expected_sq, atol=1e-12)
     assert resample(frames[:30], 30.0, 20.0).shape[0] == 20  # 29 / 1.5 = 19.33 -> 20 frames
+
+
+CMU_BONES = [  # name, parent, offset (ASF units, from the usual CMU BVH conversion); fingers left out
+    ("Hips", None, (0, 0, 0)), ("LHipJoint", "Hips", (0, 0, 0)), ("LeftUpLeg", "LHipJoint", (1.8559, -1.73949, 0.84976)),
+    ("LeftLeg", "LeftUpLeg", (2.36836, -6.50702, 0)), ("LeftFoot", "LeftLeg", (2.53268, -6.95849, 0)),
+    ("LeftToeBase", "LeftFoot", (0.15935, -0.43781, 1.94506)), ("RHipJoint", "Hips", (0, 0, 0)),
+    ("RightUpLeg", "RHipJoint", (-1.8559, -1.73949, 0.84976)), ("RightLeg", "RightUpLeg", (-2.36836, -6.50702, 0)),
+    ("RightFoot", "RightLeg", (-2.53268, -6.95849, 0)), ("RightToeBase", "RightFoot", (-0.15935, -0.43781, 1.94506)),
+    ("LowerBack", "Hips", (0, 0, 0)), ("Spine", "LowerBack", (-0.0156, 2.23971, -0.03712)),
+    ("Spine1", "Spine", (0.0549, 2.19225, -0.19086)), ("Neck", "Spine1", (0, 0, 0)),
+    ("Neck1", "Neck", (-0.12403, 1.43168, 0.27585)), ("Head", "Neck1", (0.17855, 1.46173, -0.32578)),
+    ("LeftShoulder", "Spine1", (0, 0, 0)), ("LeftArm", "LeftShoulder", (3.2765, 0.85634, 0.05396)),
+    ("LeftForeArm", "LeftArm", (4.96755, 0, 0)), ("LeftHand", "LeftForeArm", (3.35751, 0, 0)),
+    ("RightShoulder", "Spine1", (0, 0, 0)), ("RightArm", "RightShoulder", (-3.24434, 1.02034, 0.34688)),
+    ("RightForeArm", "RightArm", (-5.21859, 0, 0)), ("RightHand", "RightForeArm", (-3.36504, 0, 0)),
+]
+
+
+def cmu_like_bvh(frames: int = 8) -> str:
+    """A CMU-style file (6 root channels ZYX, 3 rotation channels elsewhere) walking along +z."""
+    children = {}
+    for name, parent, _ in CMU_BONES:
+        children.setdefault(parent, []).append(name)
+    offsets = {name: off for name, _, off in CMU_BONES}
+
+    def block(name, depth):
+        pad = "  " * depth
+        kind = "ROOT" if depth == 0 else "JOINT"
+        chans = "6 Xposition Yposition Zposition Zrotation Yrotation Xrotation" if depth == 0 else "3 Zrotation Yrotation Xrotation"
+        body = [f"{pad}{kind} {name}", f"{pad}{{", f"{pad}  OFFSET {' '.join(map(str, offsets[name]))}", f"{pad}  CHANNELS {chans}"]
+        for child in children.get(name, []):
+            body += block(child, depth + 1)
+        if not children.get(name):
+            body += [f"{pad}  End Site", f"{pad}  {{", f"{pad}    OFFSET 0 1 0", f"{pad}  }}"]
+        return body + [f"{pad}}}"]
+
+    channels = 6 + 3 * (len(CMU_BONES) - 1)
+    rows = [" ".join(["0", "17", f"{0.3 * t}"] + ["0"] * (channels - 3)) for t in range(frames)]
+    return "\n".join(["HIERARCHY", *block("Hips", 0), "MOTION", f"Frames: {frames}", "Frame Time: 0.0083333", *rows]) + "\n"
+
+
+def test_cmu_map_gives_a_plausible_body_and_features():
+    from motion_collage.representation import canonicalize, joints_to_features
+
+    bvh = parse_bvh(cmu_like_bvh(), "cmu.bvh")
+    assert bvh.fps == 120.0 and guess_skeleton(bvh) is CMU
+    joints = CMU.joints(bvh)
+    leg = np.linalg.norm(joints[0, 1] - joints[0, 4]) + np.linalg.norm(joints[0, 4] - joints[0, 7])
+    assert 0.7 < leg < 0.9  # thigh + shin of an adult, metres (5.644 cm per unit)
+    assert joints[0, 15, 1] > joints[0, 12, 1] > joints[0, 9, 1] > joints[0, 0, 1]  # head above neck above chest
+    feats = joints_to_features(resample(joints, bvh.fps))
+    assert np.isfinite(feats).all()
+    canon = canonicalize(resample(joints, bvh.fps))
+    assert canon[0, 1, 0] > 0 > canon[0, 2, 0]  # left hip on +x: the body faces +z

@@ -147,3 +147,21 @@ def test_fit_recovers_known_poses(model_dir, tmp_path):
 def test_fit_rejects_bad_targets(model_dir):
     with pytest.raises(ValueError, match=r"expected \[T, 22, 3\]"):
         fit_smpl(np.zeros((3, 24, 3)), load_smpl(model_dir))
+
+
+def test_cli_fits_a_results_row_and_reports_a_missing_model(model_dir, tmp_path, capsys):
+    from motion_collage.smpl_fit import main
+
+    model = load_smpl(model_dir)
+    pose, betas, transl = known_motion(model)
+    joints = smpl_forward(model, pose, betas, transl, with_vertices=False).joints[:, :22].numpy()
+    results = {"motion": joints.transpose(1, 2, 0)[None].astype(np.float32), "text": ["a person moves"],
+               "lengths": np.array([6]), "num_samples": 1, "num_repetitions": 1}
+    np.save(tmp_path / "results.npy", results, allow_pickle=True)
+    assert main([str(tmp_path / "results.npy"), "--smpl_dir", str(model_dir), "--no_obj", "--no_video"]) == 0
+    fit = np.load(tmp_path / "sample00_rep00_smpl.npz")
+    assert fit["vertices"].shape == (6, NUM_V, 3) and fit["joint_error"].mean() < 0.003
+    capsys.readouterr()
+    assert main([str(tmp_path / "results.npy"), "--smpl_dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "https://smpl.is.tue.mpg.de" in err
