@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mdm_adapter.args import MDMArgs
 from mdm_adapter.model import MDM
@@ -128,12 +129,29 @@ def tiny_args() -> MDMArgs:
     return MDMArgs(latent_dim=16, layers=1, ff_size=32, num_heads=2, diffusion_steps=100)
 
 
+def default_arch_args() -> MDMArgs:
+    """The shipped default model's sizes (latent 256, 4 layers, ff 512, 100-dim bag-of-words text)."""
+    return MDMArgs(latent_dim=256, layers=4, ff_size=512, num_heads=4, text_encoder_type="bow",
+                   text_feature_dim=100, mask_frames=True)
+
+
+def skeleton_args() -> MDMArgs:
+    """The release's op graph (8 layers, 4 heads, trans_enc) with 8-wide layers: arithmetic is
+    negligible, so a step's time is the host's dispatch overhead, and its calls have the real shapes."""
+    return MDMArgs(latent_dim=8, ff_size=8, layers=8, num_heads=4)
+
+
+RANDOM_MODELS = {"official": MDMArgs, "default-arch": default_arch_args, "tiny": tiny_args,
+                 "skeleton": skeleton_args}
+
+
 def build_model(spec: str, device: torch.device, compile_mode: Optional[str] = None,
                 max_rows_per_call: Optional[int] = None, seed: int = 0) -> BenchModel:
-    """``official`` (release architecture, random weights), ``tiny``, ``default`` (save/default) or a path."""
+    """A model with random weights (``official``: the release's architecture; ``default-arch``: the
+    default model's sizes; ``tiny``), or ``default`` (save/default) or a checkpoint path."""
     loaded = None
-    if spec in ("official", "tiny"):
-        args = MDMArgs() if spec == "official" else tiny_args()
+    if spec in RANDOM_MODELS:
+        args = RANDOM_MODELS[spec]()
         torch.manual_seed(seed)
         network = MDM.from_args(args).to(device).eval().requires_grad_(False)
         encoder = StandInTextEncoder(args.text_dim)
@@ -154,20 +172,22 @@ def build_model(spec: str, device: torch.device, compile_mode: Optional[str] = N
 
 # ------------------------------------------------------------------------------------ FLOPs
 
-def forward_flops(args: MDMArgs, rows: int, frames: int) -> float:
+def forward_flops(args: MDMArgs, rows: int, frames: int, attention: bool = True) -> float:
     """Floating-point operations of one network forward on ``rows`` pieces of ``frames`` frames.
 
-    Counts multiply-adds as 2 FLOPs: input/output projections, and per layer the q/k/v/out
-    projections, the attention scores and their product with V, and the feed-forward block
-    (trans_dec adds cross-attention to its one condition token). Padded tokens are counted: they
-    are computed. Layer norms, softmax, GELU and the time/text embeddings are left out (< 1%).
+    Counts multiply-adds as 2 FLOPs: input/output projections, time and text embeddings, and per
+    layer the q/k/v/out projections, the attention scores and their product with V, and the
+    feed-forward block (trans_dec adds cross-attention to its one condition token). Padded tokens
+    are counted: they are computed. Layer norms, softmax and GELU are left out (< 1%).
+    ``attention=False`` leaves out the two attention products (the matmuls with weights only).
     """
     d, ff, D = args.latent_dim, args.ff_size, args.feature_dim
     S = frames + (1 if args.arch == "trans_enc" or args.emb_trans_dec else 0)
-    per_layer = 2 * S * (4 * d * d + 2 * d * ff) + 4 * S * S * d
+    per_layer = 2 * S * (4 * d * d + 2 * d * ff) + (4 * S * S * d if attention else 0)
     if args.arch == "trans_dec":
-        per_layer += 2 * S * 2 * d * d + 4 * S * d + 2 * 2 * d * d  # q/out projections, scores, k/v of 1 token
-    io = 2 * frames * 2 * D * d
+        # cross-attention: q/out projections, k/v of the one condition token, scores and values
+        per_layer += 2 * S * 2 * d * d + 2 * 2 * d * d + (4 * S * d if attention else 0)
+    io = 2 * frames * 2 * D * d + 2 * 2 * d * d + 2 * args.text_dim * d
     return float(rows) * (args.layers * per_layer + io)
 
 
@@ -351,6 +371,8 @@ class RunResult:
     steps: int
     seconds: float  # median wall time of the batch
     seconds_all: list[float]
+    seconds_min: float
+    warmup_seconds: Optional[float]
     latency_per_motion_s: float
     sequential_calls: int
     network_calls: int
@@ -403,8 +425,12 @@ def timed_run(model: BenchModel, method: str, duration_s: float, batch: int, ste
               dtype: str, repeats: int = 1, warmup_steps: int = 1) -> RunResult:
     """Warm up (same shapes, ``warmup_steps`` steps), then time ``repeats`` runs; median wall time."""
     frames = int(round(duration_s * FPS))
+    warmup = None
     if warmup_steps > 0:
+        start = time.perf_counter()
         generate(model, method, frames, batch, min(warmup_steps, steps), device, dtype)
+        _sync(device)
+        warmup = time.perf_counter() - start
     times = []
     gen = None
     for r in range(max(1, repeats)):
@@ -422,7 +448,7 @@ def timed_run(model: BenchModel, method: str, duration_s: float, batch: int, ste
     tokens = sum(b * (n + 1) for b, n, _ in calls) / steps
     return RunResult(
         method=method, duration_s=duration_s, frames=frames, batch=batch, steps=steps, seconds=seconds,
-        seconds_all=times, latency_per_motion_s=seconds / batch, sequential_calls=gen.sequential_calls,
+        seconds_all=times, seconds_min=min(times), warmup_seconds=warmup, latency_per_motion_s=seconds / batch, sequential_calls=gen.sequential_calls,
         network_calls=model.denoiser.network_calls - calls_before,
         network_rows_per_call_max=max((b for b, _, _ in calls), default=0), tokens_per_step=tokens,
         frame_evaluations=gen.frame_evaluations, flops=flops, achieved_flops_per_s=flops / seconds,
@@ -486,19 +512,44 @@ def numerics_check(model: BenchModel, frames: int, steps: int, device: torch.dev
             "reference_rms": float(ref.pow(2).mean().sqrt())}
 
 
-def quickstart_time(model: BenchModel, steps: int, repeats: int) -> Optional[dict]:
-    """The README quickstart's generation (3 prompts x 4 s, collage, DDIM) through ``generate_motions``."""
-    if model.loaded is None:
-        return None
-    from .pipeline import generate_motions
-    rows = [[("a person walks forward", 80), ("a person waves the right hand", 80), ("a person runs", 80)]]
-    generate_motions(model.loaded, rows, steps=1, guidance=GUIDANCE, method_options={"overlap": OVERLAP})
+QUICKSTART = (("a person walks forward", 80), ("a person waves the right hand", 80), ("a person runs", 80))
+
+
+def quickstart_time(model: BenchModel, steps: int, repeats: int, device: torch.device, dtype: str) -> dict:
+    """The README quickstart's generation: 3 prompts x 4 s, collage with 1 s null overlaps, DDIM.
+
+    With a loaded model (``default`` or a path) the whole ``generate_motions`` path is timed
+    (sampling, de-normalisation, joints); otherwise the collage sampling alone.
+    """
+    rows = [list(QUICKSTART)]
+    options = {"overlap": OVERLAP}
+    if model.loaded is not None:
+        from .pipeline import generate_motions
+
+        def once(n):
+            generate_motions(model.loaded, rows, steps=n, guidance=GUIDANCE, method_options=options, dtype=dtype)
+        what = "pipeline.generate_motions (sampling + joints)"
+    else:
+        def once(n):
+            sigmas = ddim_sigmas(model.schedule, n)
+            noise = prior_noise((1, 240, model.args.feature_dim), float(sigmas[0]),
+                                torch.Generator().manual_seed(0)).to(device)
+            autocast = (torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32"
+                        else contextlib.nullcontext())
+            with autocast:
+                METHODS["collage"](model.denoiser, rows, noise, SamplingSetup(sample_ddim, sigmas, {}),
+                                   max_frames=model.max_frames, **options)
+        what = "collage sampling only"
+    once(1)
     times = []
     for _ in range(max(1, repeats)):
+        _sync(device)
         start = time.perf_counter()
-        generate_motions(model.loaded, rows, steps=steps, guidance=GUIDANCE, method_options={"overlap": OVERLAP})
+        once(steps)
+        _sync(device)
         times.append(time.perf_counter() - start)
-    return {"segments": "3 x 4 s", "steps": steps, "seconds": statistics.median(times), "seconds_all": times}
+    return {"segments": "3 x 4 s", "steps": steps, "dtype": dtype, "timed": what,
+            "seconds": statistics.median(times), "seconds_min": min(times), "seconds_all": times}
 
 
 def ratios(results: Sequence[RunResult]) -> dict:
@@ -517,6 +568,159 @@ def ratios(results: Sequence[RunResult]) -> dict:
                 out[f"replacement {d:g}s / {durations[0]:g}s"] = (lat[("replacement", d)]
                                                                   / lat[("replacement", durations[0])])
     return out
+
+
+# ------------------------------------------------------------------------------------ GPU estimate
+
+# Accelerators for the analytic estimate: nominal dense bf16 / tf32 / fp32 peaks (FLOP/s) and HBM
+# bandwidth (bytes/s), from the vendors' data sheets.
+GPU_SPECS = {
+    "h100": {"name": "H100 SXM5", "bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12, "hbm": 3.35e12},
+    "h200": {"name": "H200", "bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12, "hbm": 4.8e12},
+}
+# Assumptions of the estimate (stated in the report): fraction of the peak a GEMM of these shapes
+# reaches, fraction of the bandwidth, and the GPU time of the smallest kernel (launch to finish).
+ASSUMED_GEMM_EFFICIENCY = 0.6
+ASSUMED_BANDWIDTH_EFFICIENCY = 0.8
+ASSUMED_KERNEL_FLOOR_S = 4e-6
+NON_KERNEL_OPS = {"empty", "empty_like", "empty_strided", "detach", "alias", "lift_fresh", "_local_scalar_dense",
+                  "set_", "resize_", "zeros", "new_empty", "new_empty_strided"}
+
+
+class KernelCounter(TorchDispatchMode):
+    """Counts ATen operations that would launch a device kernel (views and allocations excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket.__name__ not in NON_KERNEL_OPS:
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+
+def bytes_per_call(args: MDMArgs, rows: int, frames: int, dtype_bytes: int) -> float:
+    """Memory traffic of one forward: the weights once, and per layer and token the activations
+    written and read back once (q/k/v, attention output, projection, residuals, norms, both
+    feed-forward tensors and GELU: about ``9 d + 2 ff`` values each way). Attention scores are
+    not stored (fused attention)."""
+    d, ff = args.latent_dim, args.ff_size
+    params = sum(p.numel() for p in _meta_network(args).parameters())
+    tokens = rows * (frames + 1)
+    return dtype_bytes * (params + 2 * tokens * args.layers * (9 * d + 2 * ff) + 2 * rows * frames * args.feature_dim)
+
+
+_META_CACHE: dict = {}
+
+
+def _meta_network(args: MDMArgs) -> MDM:
+    key = json.dumps(args.to_dict(), sort_keys=True)
+    if key not in _META_CACHE:
+        with torch.device("meta"):
+            _META_CACHE[key] = MDM.from_args(args)
+    return _META_CACHE[key]
+
+
+def host_time_per_kernel(skeleton: BenchModel, steps: int = 4) -> float:
+    """Host time per kernel-launching op of an eager sampling step, measured on this CPU.
+
+    A 2 s collage (one piece: nothing but dispatch) with the skeleton model on one thread, best
+    of 5; divided by the ops the step would launch on a GPU.
+    """
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generate(skeleton, "collage", 40, 1, steps, cpu, "fp32")
+        best = math.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            generate(skeleton, "collage", 40, 1, steps, cpu, "fp32")
+            best = min(best, time.perf_counter() - start)
+        counter = KernelCounter()
+        with counter:
+            generate(skeleton, "collage", 40, 1, steps, cpu, "fp32")
+    finally:
+        torch.set_num_threads(threads)
+    return best / counter.kernels
+
+
+def estimate_section(target: str, durations: Sequence[float], methods: Sequence[str], steps: int, dtype: str,
+                     tf32: bool, throughput_batch: int, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Analytic GPU time of every (method, duration) for the release architecture.
+
+    The shapes of every network call come from running the method with the ``skeleton`` model on
+    the CPU (same graphs, rows and frames as the real model); the same run gives the host's
+    dispatch time per step and, counted per op, the kernels per step. Per network call:
+    ``max(kernels x floor, FLOPs / (peak x eff) + bytes / (bandwidth x eff))``; per step, the
+    larger of that and the host time (the host queues kernels ahead while the GPU works).
+    """
+    spec = GPU_SPECS[target]
+    peak = spec["bf16"] if dtype in ("bf16", "fp16") else spec["tf32"] if tf32 else spec["fp32"]
+    dtype_bytes = 2 if dtype in ("bf16", "fp16") else 4
+    official = MDMArgs()
+    cpu = torch.device("cpu")
+    skeleton = build_model("skeleton", cpu)
+    host_per_kernel = host_time_per_kernel(skeleton)
+    rows_out = []
+    for duration in durations:
+        for method in methods:
+            progress(f"estimate {method} {duration:g}s")
+            frames = int(round(duration * FPS))
+            skeleton.recorder.calls.clear()
+            counter = KernelCounter()
+            with counter:
+                gen = generate(skeleton, method, frames, 1, 2, cpu, "fp32")
+            calls = list(skeleton.recorder.calls)
+            host = counter.kernels / 2 * host_per_kernel
+            per_call_kernels = counter.kernels / max(1, len(calls))
+            gpu = launch_total = roof_total = 0.0
+            for b, n, grad in calls:
+                mult = 3 if grad else 1
+                roof = mult * (forward_flops(official, b, n) / (peak * ASSUMED_GEMM_EFFICIENCY)
+                               + bytes_per_call(official, b, n, dtype_bytes) / (spec["hbm"] * ASSUMED_BANDWIDTH_EFFICIENCY))
+                launch = mult * per_call_kernels * ASSUMED_KERNEL_FLOOR_S
+                gpu += max(launch, roof)
+                launch_total, roof_total = launch_total + launch, roof_total + roof
+            per_step_gpu = gpu / 2
+            per_step = max(per_step_gpu, host)
+            bound = ("host dispatch" if host >= per_step_gpu
+                     else "kernel launches" if launch_total >= roof_total else "compute/memory")
+            rows_out.append({
+                "method": method, "duration_s": duration, "frames": frames,
+                "sequential_calls_per_step": gen.sequential_calls / 2, "kernels_per_step": counter.kernels / 2,
+                "flops_per_step": recorded_flops(official, calls) / 2,
+                "bytes_per_step": sum(bytes_per_call(official, b, n, dtype_bytes) * (3 if g else 1)
+                                      for b, n, g in calls) / 2,
+                "host_dispatch_per_step_s": host, "gpu_per_step_s": per_step_gpu,
+                "estimated_latency_s": per_step * steps, "bound": bound,
+            })
+    # Throughput: the 24 s collage at a large batch; every row scales with the batch.
+    frames = int(round(24 * FPS))
+    generate(skeleton, "collage", frames, 1, 2, cpu, "fp32")
+    skeleton.recorder.calls.clear()
+    generate(skeleton, "collage", frames, 1, 2, cpu, "fp32")
+    (b, n, _), = set(skeleton.recorder.calls)
+    B = throughput_batch
+    flops = forward_flops(official, b * B, n) * steps
+    seconds = steps * (forward_flops(official, b * B, n) / (peak * ASSUMED_GEMM_EFFICIENCY)
+                       + bytes_per_call(official, b * B, n, dtype_bytes) / (spec["hbm"] * ASSUMED_BANDWIDTH_EFFICIENCY))
+    activation_bytes = dtype_bytes * b * B * (n + 1) * (3 * official.latent_dim + official.ff_size) * 2
+    throughput = {"batch": B, "duration_s": 24, "rows_per_call": b * B, "frames_per_row": n, "flops": flops,
+                  "estimated_seconds": seconds, "motions_per_s": B / seconds,
+                  "flops_at_peak_seconds": flops / peak,
+                  "estimated_peak_activation_bytes": activation_bytes}
+    return {"target": spec["name"], "dtype": dtype, "tf32": tf32, "steps": steps, "peak_flops_per_s": peak,
+            "hbm_bytes_per_s": spec["hbm"],
+            "assumptions": {"gemm_efficiency": ASSUMED_GEMM_EFFICIENCY,
+                            "bandwidth_efficiency": ASSUMED_BANDWIDTH_EFFICIENCY,
+                            "kernel_floor_s": ASSUMED_KERNEL_FLOOR_S,
+                            "host_dispatch": "kernels per step x host time per kernel-launching op, measured on "
+                                             "this machine's CPU (eager PyTorch, skeleton model, one thread, best of 5)",
+                            "host_s_per_kernel": host_per_kernel},
+            "latency": rows_out, "throughput": throughput,
+            "note": "ANALYTIC ESTIMATE, not a GPU measurement"}
 
 
 # ------------------------------------------------------------------------------------ report
@@ -622,7 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m motion_collage.bench",
                                 description="Latency, throughput, memory and call counts of the generation methods.")
     p.add_argument("--model", default="official",
-                   help="official (release architecture, random weights), default (save/default), tiny, or a checkpoint path")
+                   help="official (release architecture, random weights), default-arch (the default model's sizes, "
+                        "random weights), default (save/default), tiny, or a checkpoint path")
     p.add_argument("--durations", nargs="+", type=float, default=[10, 24, 60, 120], help="motion durations in seconds")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(ALL_METHODS))
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
@@ -643,6 +848,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-steps", type=int, default=None, help="steps of the --long run (default --steps)")
     p.add_argument("--numerics", nargs="*", choices=("bf16", "fp16"), default=None,
                    help="deviation of low-precision collages from fp32 (default: bf16)")
+    p.add_argument("--numerics-steps", type=int, default=None, help="steps of the numerics runs (default min(steps, 10))")
+    p.add_argument("--quickstart", nargs="*", choices=list(DTYPES), default=None,
+                   help="time the README quickstart generation in these dtypes (default: fp32 for the default model)")
+    p.add_argument("--estimate", choices=sorted(GPU_SPECS), default=None,
+                   help="only an analytic estimate for this GPU (release architecture; shapes and host overhead "
+                        "from skeleton runs on this machine); no timing of the real-size network")
     p.add_argument("--no-checks", action="store_true", help="skip the sync audit, chunking and numerics sections")
     p.add_argument("--smoke", action="store_true",
                    help="tiny model, CPU, 2 steps, durations 10 24 s, batch 2 throughput: a seconds-long check")
@@ -663,11 +874,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
     if args.throughput_batch is None:
-        args.throughput_batch = 1000 if args.device == "cuda" else 4
+        args.throughput_batch = 1000 if (args.device == "cuda" or args.estimate) else 4
     if args.repeats is None:
         args.repeats = 3 if args.device == "cuda" else 1
     if args.numerics is None:
         args.numerics = ["bf16"]
+    if args.quickstart is None:
+        args.quickstart = ["fp32"] if args.model in ("default", "default-arch") else []
     if args.steps < 1:
         raise SystemExit(f"error: --steps must be >= 1, got {args.steps}")
     if args.tag is None:
@@ -726,11 +939,31 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
         report["numerics"] = []
         for low in args.numerics:
             progress(f"numerics {low}")
-            report["numerics"].append(numerics_check(model, first, min(args.steps, 10), device, low))
-        if model.loaded is not None:
-            progress("quickstart")
-            report["quickstart"] = quickstart_time(model, args.steps, args.repeats)
+            report["numerics"].append(numerics_check(model, first, args.numerics_steps or min(args.steps, 10),
+                                                     device, low))
+        if args.quickstart:
+            report["quickstart"] = []
+            for dtype in args.quickstart:
+                progress(f"quickstart {dtype}")
+                report["quickstart"].append(quickstart_time(model, args.steps, args.repeats, device, dtype))
     return report
+
+
+def format_estimate(est: dict) -> str:
+    lines = [f"ANALYTIC ESTIMATE (not a measurement) for {est['target']}, {est['dtype']}"
+             f"{' + tf32' if est['tf32'] else ''}, {est['steps']} steps, release architecture",
+             f"{'method':<15}{'dur s':>6}{'seq/step':>9}{'kernels':>9}{'GFLOP/step':>11}{'MB/step':>9}"
+             f"{'host ms':>9}{'gpu ms':>8}{'est. s':>8}  bound"]
+    for r in est["latency"]:
+        lines.append(f"{r['method']:<15}{r['duration_s']:>6g}{r['sequential_calls_per_step']:>9g}"
+                     f"{r['kernels_per_step']:>9.0f}{r['flops_per_step'] / 1e9:>11.1f}{r['bytes_per_step'] / 1e6:>9.0f}"
+                     f"{r['host_dispatch_per_step_s'] * 1e3:>9.2f}{r['gpu_per_step_s'] * 1e3:>8.2f}"
+                     f"{r['estimated_latency_s']:>8.3f}  {r['bound']}")
+    t = est["throughput"]
+    lines.append(f"throughput: {t['batch']} x 24 s: {t['flops'] / 1e15:.2f} PFLOP, {t['estimated_seconds']:.1f} s "
+                 f"({t['motions_per_s']:.0f} motions/s; {t['flops_at_peak_seconds']:.1f} s at 100% of peak); "
+                 f"activations about {t['estimated_peak_activation_bytes'] / 2 ** 30:.1f} GiB")
+    return "\n".join(lines)
 
 
 def save(report: dict, out: Path, tag: str) -> tuple[Path, Path]:
@@ -739,13 +972,25 @@ def save(report: dict, out: Path, tag: str) -> tuple[Path, Path]:
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(json_path)
-    plot(report, png_path)
+    if report.get("latency"):
+        plot(report, png_path)
     return json_path, png_path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = resolve_args(build_parser().parse_args(argv))
-    report = run(args, progress=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
+    progress = lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.estimate:
+        skeleton = build_model("skeleton", torch.device("cpu"))
+        report = {"environment": environment(torch.device("cpu"), args, skeleton),
+                  "estimate": estimate_section(args.estimate, args.durations, args.methods, args.steps, args.dtype,
+                                               args.tf32, args.throughput_batch, progress)}
+        tag = args.tag.replace("bench-", f"estimate-{args.estimate}-", 1)
+        json_path, _ = save(report, Path(args.out), tag)
+        print(format_estimate(report["estimate"]))
+        print(f"wrote {json_path}")
+        return 0
+    report = run(args, progress=progress)
     json_path, png_path = save(report, Path(args.out), args.tag)
     print(format_table(report))
     print(f"wrote {json_path} and {png_path}")

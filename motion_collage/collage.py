@@ -30,6 +30,7 @@ class LayoutDenoiser:
         self._layouts: dict[torch.device, PieceLayout] = {layout.seq_index.device: layout}
         self.layout = layout
         self._guidance = guidance
+        self._guidance_on: dict[torch.device, Optional[Tensor]] = {}
 
     @property
     def num_frames(self) -> int:
@@ -46,8 +47,9 @@ class LayoutDenoiser:
         batch = layout.merge_index.shape[0]
         if x.shape[:2] != (batch, self.num_frames):
             raise ValueError(f"expected x of shape [{batch}, {self.num_frames}, D], got {tuple(x.shape)}")
-        guidance = None if self._guidance is None else self._guidance.to(x.device)
-        cond = PieceConditions(layout.prompts, guidance)
+        if x.device not in self._guidance_on:  # copied once per device, not at every step
+            self._guidance_on[x.device] = None if self._guidance is None else self._guidance.to(x.device)
+        cond = PieceConditions(layout.prompts, self._guidance_on[x.device])
         x0_pieces = self.piece_denoiser(gather_pieces(x, layout), sigma[layout.seq_index], layout.mask, cond)
         return merge_pieces(x0_pieces, layout)
 

@@ -178,14 +178,18 @@ def _row_guidance(guidance: Guidance, batch: int) -> Optional[Tensor]:
 def generate_doubletake(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
                         max_frames: int, handshake: int = 20, blend: int = 10, second_take: bool = True,
                         second_take_fraction: float = 0.5, loop: bool = False,
-                        guidance: Guidance = None) -> Generation:
+                        guidance: Guidance = None,
+                        generators: Optional[Sequence[torch.Generator]] = None) -> Generation:
     """DoubleTake (PriorMDM): cross-faded handshakes, then transitions regenerated unconditionally.
 
     First take: the segments, extended to share ``handshake`` frames at each boundary, are denoised
     in one batch; after every step the shared frames are a linear cross-fade of the two segments.
     Second take: a window of ``handshake + 2 * blend`` frames around each boundary is re-noised to
     the sigma at ``second_take_fraction`` of the grid and denoised again with the null condition,
-    the outer ``blend`` frames on each side softly inpainted from the first take.
+    the outer ``blend`` frames on each side softly inpainted from the first take. The re-noising
+    of a row's windows is drawn from ``generators[row]`` (one generator per batch row, so a row
+    does not depend on its batch), else from the sampler's ``generator``, else from a generator
+    seeded with 0 — never from torch's global generator.
     """
     counter = CallCounter(piece_denoiser)
     graphs = timeline_graphs(rows, max_frames, handshake, loop)
@@ -226,14 +230,24 @@ def generate_doubletake(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setu
         x0 = counter(x, sigma, mask, null)
         return soft * x0 + (1 - soft) * known
 
-    gen = setup.kwargs.get("generator")
-    renoise = torch.randn(known.shape, generator=gen, device=gen.device if gen is not None else first.device,
-                          dtype=first.dtype).to(first.device)
+    renoise = _window_noise(known.shape, [b for b, _ in windows], generators, setup.kwargs.get("generator"),
+                            first)
     redo = setup.run(inpaint, known + sigma0 * renoise, sigmas)
     # Write the regenerated windows back with the same soft mask.
     out = first.clone()
     out[w_rows, w_frames] = soft * redo + (1 - soft) * known
     return _finish(counter, out, graphs, first_take_calls=first_calls)
+
+
+def _window_noise(shape: torch.Size, rows: list[int], generators: Optional[Sequence[torch.Generator]],
+                  generator: Optional[torch.Generator], like: Tensor) -> Tensor:
+    """Standard normal noise ``[W, ...]`` for windows of the given rows, reproducibly seeded."""
+    def draw(gen: torch.Generator, size) -> Tensor:
+        return torch.randn(size, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
+
+    if generators is not None:
+        return torch.stack([draw(generators[b], shape[1:]) for b in rows])
+    return draw(generator or torch.Generator(device=like.device).manual_seed(0), shape)
 
 
 # --------------------------------------------------------------------------- autoregressive methods

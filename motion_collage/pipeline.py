@@ -94,9 +94,12 @@ def generate_motions(model, rows: Sequence[Sequence[tuple[str, int]]], *, method
         kwargs["eta"] = eta
     setup = SamplingSetup(get_sampler(sampler), grid, kwargs)
     autocast = (torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else contextlib.nullcontext())
+    options = dict(method_options or {})
+    if method == "doubletake":
+        options.setdefault("generators", gens)  # the second take's re-noising, per row
     with autocast:
         gen = get_method(method)(model.denoiser, rows, noise, setup, max_frames=model.spec.max_frames,
-                                 guidance=guidance, **(method_options or {}))
+                                 guidance=guidance, **options)
     features = gen.motion.float().cpu().numpy()
     for b, g in enumerate(gen.graphs):
         features[b, g.num_frames:] = 0

@@ -151,3 +151,19 @@ def test_loops_are_refused_by_methods_that_cannot_make_them():
             get_method(name)(DEN, rows, noise_for(rows), SETUP, max_frames=40, loop=True)
     with pytest.raises(ValueError, match="unknown method"):
         get_method("flowmdm")
+
+
+def test_doubletake_second_take_noise_is_per_row_and_never_global():
+    rows = [[("a", 40), ("b", 40)], [("c", 40), ("d", 40)]]
+    noise = noise_for(rows)
+    gens = lambda: [torch.Generator().manual_seed(100 + r) for r in range(2)]  # noqa: E731
+    both = generate_doubletake(DEN, rows, noise, SETUP, max_frames=64, handshake=8, blend=4, generators=gens())
+    torch.manual_seed(123)  # the global generator must not matter
+    alone = generate_doubletake(DEN, rows[1:], noise[1:], SETUP, max_frames=64, handshake=8, blend=4,
+                                generators=gens()[1:])
+    torch.testing.assert_close(both.motion[1:], alone.motion)
+    torch.manual_seed(0)
+    a = generate_doubletake(DEN, rows, noise, SETUP, max_frames=64, handshake=8, blend=4)
+    torch.manual_seed(1)
+    b = generate_doubletake(DEN, rows, noise, SETUP, max_frames=64, handshake=8, blend=4)
+    torch.testing.assert_close(a.motion, b.motion, rtol=0, atol=0)
