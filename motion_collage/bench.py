@@ -841,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the network (MODE: default, reduce-overhead, max-autotune)")
     p.add_argument("--max-rows-per-call", type=int, default=None, help="chunk the piece batch (memory bound)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per point (default 3 on CUDA, 1 on CPU)")
     p.add_argument("--warmup-steps", type=int, default=1, help="steps of the untimed warm-up run (0 = none)")
     p.add_argument("--long", type=float, default=None, metavar="SECONDS",
@@ -979,6 +980,8 @@ def save(report: dict, out: Path, tag: str) -> tuple[Path, Path]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = resolve_args(build_parser().parse_args(argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     progress = lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True)  # noqa: E731
     if args.estimate:
         skeleton = build_model("skeleton", torch.device("cpu"))

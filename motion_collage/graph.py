@@ -13,6 +13,7 @@ variable node of ``overlap`` frames centred on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, Optional, Sequence
 
 import numpy as np
@@ -97,13 +98,13 @@ class FactorGraph:
             np.add.at(cover, f.frames(self.num_frames), 1)
         return cover
 
-    @property
+    @cached_property
     def degrees(self) -> tuple[int, ...]:
         """Degree of each variable node: the number of factors containing all of its frames."""
-        factor_sets = [set(f.frames(self.num_frames).tolist()) for f in self.factors]
-        return tuple(
-            sum(set(v.frames(self.num_frames).tolist()) <= fs for fs in factor_sets) for v in self.variables
-        )
+        member = np.zeros((len(self.factors), self.num_frames), dtype=bool)
+        for i, f in enumerate(self.factors):
+            member[i, f.frames(self.num_frames)] = True
+        return tuple(int(member[:, v.frames(self.num_frames)].all(axis=1).sum()) for v in self.variables)
 
     @property
     def nodes(self) -> tuple[Node, ...]:
