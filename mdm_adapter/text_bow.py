@@ -8,8 +8,12 @@ built from frozen GloVe 6B 50-d word vectors (a vocabulary subset stored beside 
               leaves nothing)
     feature = [ l2n(mean(v_w)) , l2n(max(v_w)) ] / sqrt(2)        # [2 * 50] = [100], unit norm
 
-Mean pooling carries the overall meaning, max pooling keeps a salient word (a style adverb,
-"left" vs "right") from being averaged away. A prompt with no known word encodes to the zero
+Mean pooling carries the overall meaning, max pooling keeps a salient word (a style adverb)
+from being averaged away. GloVe puts antonyms that occur in the same contexts close together
+("left"/"right": the two prompts "waves the left/right hand" have cosine 0.95), so an encoder
+may also carry **indicator words** (the content words of the training captions, stemmed):
+then the feature gains ``l2n(counts of indicator words)`` and all three parts are scaled by
+``1/sqrt(3)``. Words outside the indicators still reach the model through the GloVe part. A prompt with no known word encodes to the zero
 vector, which is exactly the null condition used for classifier-free guidance (the model then
 samples unconditionally); a warning says so.
 
@@ -41,6 +45,14 @@ def tokenize(text: str) -> list[str]:
     return TOKEN_RE.findall(text.lower())
 
 
+def stem(word: str) -> str:
+    """A crude suffix stripper so "waves"/"waving"/"waved" share an indicator ("wav")."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
 def _write_safetensors(path: Path, name: str, tensor: Tensor, metadata: dict[str, str]) -> None:
     """Write one float16 tensor as safetensors with a sorted header (byte-reproducible output).
 
@@ -69,6 +81,7 @@ class BagOfWordsEncoder:
         vectors: Tensor,
         stopwords: Iterable[str] = DEFAULT_STOPWORDS,
         known_words: Iterable[str] | None = None,
+        indicator_words: Sequence[str] | None = None,
     ) -> None:
         if vectors.ndim != 2 or vectors.shape[0] != len(vocabulary):
             raise ValueError(
@@ -81,6 +94,10 @@ class BagOfWordsEncoder:
         self.vectors = vectors
         self.stopwords = frozenset(stopwords)
         self.known_words = frozenset(known_words) if known_words is not None else None
+        self.indicator_words = list(indicator_words) if indicator_words else []
+        self._indicator_index = {w: i for i, w in enumerate(self.indicator_words)}
+        if len(self._indicator_index) != len(self.indicator_words):
+            raise ValueError("indicator words contain duplicates")
         self._cache: dict[str, Tensor] = {}
 
     @property
@@ -89,7 +106,12 @@ class BagOfWordsEncoder:
 
     @property
     def feature_dim(self) -> int:
-        return 2 * self.embed_dim
+        return 2 * self.embed_dim + len(self.indicator_words)
+
+    def with_indicators(self, words: Iterable[str]) -> "BagOfWordsEncoder":
+        """The same encoder with indicator words (stemmed, stop words dropped, sorted)."""
+        stems = sorted({stem(w) for w in words if w not in self.stopwords})
+        return BagOfWordsEncoder(self.vocabulary, self.vectors, self.stopwords, self.known_words, stems)
 
     def _encode_one(self, prompt: str) -> Tensor:
         tokens = tokenize(prompt)
@@ -112,7 +134,14 @@ class BagOfWordsEncoder:
         vecs = self.vectors[[self.index[t] for t in content]].float()  # [n, E]
         mean = torch.nn.functional.normalize(vecs.mean(0), dim=0)
         peak = torch.nn.functional.normalize(vecs.max(0).values, dim=0)
-        return torch.cat([mean, peak]) / 2**0.5  # [2E], unit norm
+        if not self.indicator_words:
+            return torch.cat([mean, peak]) / 2**0.5  # [2E], unit norm
+        counts = torch.zeros(len(self.indicator_words))
+        for t in tokens:
+            i = self._indicator_index.get(stem(t))
+            if i is not None and t not in self.stopwords:
+                counts[i] += 1
+        return torch.cat([mean, peak, torch.nn.functional.normalize(counts, dim=0)]) / 3**0.5
 
     def encode(self, prompts: Sequence[str]) -> Tensor:
         """Features of the prompts, [n, feature_dim] float32; cached per distinct prompt."""
@@ -139,6 +168,9 @@ class BagOfWordsEncoder:
         }
         if self.known_words is not None:
             meta["known_words"] = json.dumps(sorted(self.known_words))
+        if self.indicator_words:
+            meta["indicator_words"] = json.dumps(self.indicator_words)
+            meta["pooling"] = "concat(l2n(mean), l2n(max), l2n(indicator counts)) / sqrt(3)"
         _write_safetensors(Path(path), "vectors", self.vectors.to(torch.float16).contiguous(), meta)
 
     @classmethod
@@ -155,4 +187,5 @@ class BagOfWordsEncoder:
             raise ValueError(f"{path} is not a bag-of-words text encoder (format {meta.get('format')!r}, expected {FORMAT!r})")
         vectors = load_file(str(path))["vectors"]
         known = json.loads(meta["known_words"]) if "known_words" in meta else None
-        return cls(json.loads(meta["vocabulary"]), vectors, json.loads(meta["stopwords"]), known)
+        indicators = json.loads(meta["indicator_words"]) if "indicator_words" in meta else None
+        return cls(json.loads(meta["vocabulary"]), vectors, json.loads(meta["stopwords"]), known, indicators)

@@ -81,6 +81,9 @@ class TrainConfig:
     max_steps: int = 4000
     ema_decay: float = 0.999
     seed: int = 0
+    # warm start: another run's checkpoint.pt whose EMA weights initialise this run ("" = none);
+    # a text feature that grew (new indicator words) gets zero weights for its new columns
+    init_from: str = ""
     # bookkeeping
     num_threads: int = 2
     log_every: int = 10
@@ -318,6 +321,33 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
     state.step, state.elapsed_s = int(ckpt["step"]), float(ckpt["elapsed_s"])
 
 
+def warm_start(state: TrainState, path: Path) -> None:
+    """Copy another run's EMA weights into net and EMA (fresh optimiser and step count).
+
+    Shapes must match except ``embed_text.weight``, whose extra input columns (a text feature
+    that gained dimensions at its end) start at zero, so the warm-started model first behaves
+    exactly like the old one.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from checkpoint {path} does not exist")
+    old = torch.load(path, map_location="cpu", weights_only=True)["ema"]
+    new = state.net.state_dict()
+    for key, value in new.items():
+        if key not in old:
+            raise ValueError(f"init_from {path}: key {key!r} missing")
+        src = old[key]
+        if src.shape == value.shape:
+            new[key] = src.clone()
+        elif key == "embed_text.weight" and src.shape[0] == value.shape[0] and src.shape[1] < value.shape[1]:
+            grown = torch.zeros_like(value)
+            grown[:, : src.shape[1]] = src
+            new[key] = grown
+        else:
+            raise ValueError(f"init_from {path}: {key!r} has shape {tuple(src.shape)}, this run needs {tuple(value.shape)}")
+    state.net.load_state_dict(new)
+    state.ema.load_state_dict(new)
+
+
 def _trim_log(path: Path, step: int) -> None:
     """Drop log rows after `step` (they belong to work lost since the last checkpoint)."""
     if not path.is_file():
@@ -362,6 +392,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
             print(f"resumed from {out / CHECKPOINT} at step {state.step}")
             if saved is not None and saved.get("max_steps") != cfg.max_steps:
                 print(f"max_steps changed from {saved.get('max_steps')} to {cfg.max_steps} at step {state.step}")
+    elif cfg.init_from:
+        warm_start(state, Path(cfg.init_from))
+        if progress:
+            print(f"initialised from {cfg.init_from}")
     cfg.to_json(out / "config.json")
     abar = DiscreteSchedule.from_name(cfg.noise_schedule, cfg.diffusion_steps).alphas_cumprod
     probs = sampling_weights(data.train.group, cfg.group_balance)

@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import io
 import json
-import shutil
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -248,7 +247,8 @@ def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool 
     from mdm_adapter.text_bow import tokenize
 
     caption_words = {w for caps in captions.values() for c in caps for w in tokenize(c)}
-    encoder = build_text_encoder(template_words(), caption_words, cfg.vocab_size)
+    # Indicator words: GloVe alone hardly separates "left" from "right" (see mdm_adapter.text_bow).
+    encoder = build_text_encoder(template_words(), caption_words, cfg.vocab_size).with_indicators(caption_words)
     encoder.save(out / "text_encoder.safetensors")
 
     lengths = np.diff(arrays["offsets"])

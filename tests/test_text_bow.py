@@ -83,3 +83,22 @@ def test_from_file_errors(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a bag-of-words"):
         BagOfWordsEncoder.from_file(tmp_path / "other.safetensors")
+
+
+def test_indicator_words_separate_left_from_right_and_round_trip(tmp_path):
+    plain = make_encoder()
+    enc = plain.with_indicators(["waves", "left", "right", "hand", "walks", "the"])
+    assert enc.indicator_words == ["hand", "left", "right", "walk", "wav"]  # stemmed, stop words dropped
+    assert enc.feature_dim == plain.feature_dim + 5
+    f = enc.encode(["waves the left hand", "waves the right hand", "waving the left hand"])
+    cos = torch.nn.functional.cosine_similarity(f[0], f[1], dim=0)
+    cos_plain = torch.nn.functional.cosine_similarity(*plain.encode(["waves the left hand", "waves the right hand"]), dim=0)
+    assert cos < cos_plain  # the indicator parts of the two prompts have cosine 2/3
+    # the indicator part: counts of hand, left, wav -> l2-normalised, scaled by 1/sqrt(3)
+    expected = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0]) / 3 ** 0.5 / 3 ** 0.5
+    torch.testing.assert_close(f[0, plain.feature_dim:], expected)
+    torch.testing.assert_close(f[2, plain.feature_dim:], expected)  # "waving" stems like "waves"
+    enc.save(tmp_path / "enc.safetensors")
+    again = BagOfWordsEncoder.from_file(tmp_path / "enc.safetensors")
+    assert again.indicator_words == enc.indicator_words
+    torch.testing.assert_close(again.encode(["waves the left hand"]), f[:1])

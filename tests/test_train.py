@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mdm_adapter.text_bow import BagOfWordsEncoder
-from mdm_adapter.train import (CHECKPOINT, TrainConfig, diffusion_loss, export, load_data, make_batch,
+from mdm_adapter.train import (TrainConfig, diffusion_loss, export, load_data, make_batch,
                                sampling_weights, train)
 from mdm_adapter.schedules import DiscreteSchedule
 from prepare.build_default_dataset import write_npz
@@ -122,3 +122,24 @@ def test_export_round_trip(tmp_path):
     x, t = torch.randn(2, D, 1, 12), torch.tensor([3, 700])
     text = loaded.text_encoder.encode(["a person walks", "a person bows"])
     assert torch.allclose(net(x, t, text), state.ema.eval()(x, t, text), atol=1e-5)
+
+
+def test_warm_start_grows_the_text_projection_with_zero_columns(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    first = train(TINY, data, tmp_path / "a", progress=False)
+    bigger = tmp_path / "data2"
+    bigger.mkdir()
+    for f in data.iterdir():
+        (bigger / f.name).write_bytes(f.read_bytes())
+    BagOfWordsEncoder.from_file(data / "text_encoder.safetensors").with_indicators(
+        ["walks", "runs", "waves", "bows"]).save(bigger / "text_encoder.safetensors")
+    cfg = replace(TINY, init_from=str(tmp_path / "a" / "checkpoint.pt"), max_steps=0)
+    warm = train(cfg, bigger, tmp_path / "b", progress=False)
+    old_w = first.ema.state_dict()["embed_text.weight"]
+    new_w = warm.net.state_dict()["embed_text.weight"]
+    assert new_w.shape == (old_w.shape[0], old_w.shape[1] + 4)
+    torch.testing.assert_close(new_w[:, : old_w.shape[1]], old_w, rtol=0, atol=0)
+    assert new_w[:, old_w.shape[1]:].eq(0).all()
+    for key, value in first.ema.state_dict().items():
+        if key != "embed_text.weight":
+            torch.testing.assert_close(warm.ema.state_dict()[key], value, rtol=0, atol=0)
