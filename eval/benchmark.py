@@ -253,7 +253,9 @@ def load_evaluator(args: argparse.Namespace, device: str):
     if not path.exists():
         raise UsageError(f"evaluator {path} not found: train ours with `python -m eval.train_evaluator --data DIR "
                          f"--out save/evaluator_bandai`, or pass the official t2m/text_mot_match/model/finest.tar")
-    if path.is_file() and path.suffix in (".tar", ".pt", ".pth"):
+    if is_official(path):
+        if not args.glove_dir:
+            raise UsageError("the official evaluator needs --glove_dir (the glove/ folder with our_vab_data.npy)")
         stats_dir = Path(args.evaluator_stats) if args.evaluator_stats else path.parent.parent
         try:
             stats = EvaluatorStats.from_dir(stats_dir)
@@ -261,6 +263,17 @@ def load_evaluator(args: argparse.Namespace, device: str):
             raise UsageError(f"{e}; pass --evaluator_stats (MDM's dataset/ folder with t2m_mean.npy)") from None
         return Evaluator.from_official(path, args.glove_dir, device=device, stats=stats)
     return Evaluator.from_file(path, device=device)
+
+
+def is_official(path: str | Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix in (".tar", ".pt", ".pth")
+
+
+def evaluator_note(path: str | Path) -> str:
+    if is_official(path):
+        return "Official HumanML3D evaluator (Guo et al. 2022)."
+    return ("Our own evaluator (eval.train_evaluator): its numbers are NOT comparable with published HumanML3D "
+            "numbers.")
 
 
 def data_folder(args: argparse.Namespace) -> Path:
@@ -300,7 +313,7 @@ def job_settings(job: Job, args: argparse.Namespace, model_sha: str) -> dict[str
             "rows": [[[p, int(f)] for p, f in r.segments] for r in job.rows]}
 
 
-def plan_jobs(args: argparse.Namespace, config: P.ProtocolConfig, data: P.TestData,
+def plan_jobs(args: argparse.Namespace, config: P.ProtocolConfig, data: P.SplitData,
               scenes) -> tuple[list[Job], dict[int, list[P.Row]]]:
     rows_per_rep = {rep: P.plan_rows(config, data, rep, scenes) for rep in range(args.replications)}
     jobs = []
@@ -309,6 +322,10 @@ def plan_jobs(args: argparse.Namespace, config: P.ProtocolConfig, data: P.TestDa
         for rep in range(args.replications):
             for b, (offset, rows) in enumerate(P.row_batches(rows_per_rep[rep], config)):
                 jobs.append(Job(method, rep, b, offset, tuple(rows), generator, tuple(sorted(options.items()))))
+    # Batch-major order: the first batches of every method and replication come first, so an
+    # interrupted run has comparable partial results (and a smaller --samples_per_rep reuses them).
+    order = {m: i for i, m in enumerate(args.methods)}
+    jobs.sort(key=lambda j: (j.batch, j.rep, order[j.method]))
     return jobs, rows_per_rep
 
 
@@ -316,9 +333,13 @@ def cache_entry(cache: BatchCache, key: str) -> dict | None:
     return cache.load(key, key[:2])
 
 
-def generate_job(model, job: Job, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, dict]:
+def generate_job(model, job: Job, args: argparse.Namespace, key: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """Generate a batch: raw features [B, T, D] (zero past each row), frames [B], costs."""
+    import torch
     from motion_collage.pipeline import generate_motions
+    # Row noise comes from per-row generators; anything a method draws from torch's global generator
+    # (DoubleTake's re-noising) is made deterministic per batch by seeding it from the batch's settings.
+    torch.manual_seed(int(key[:15], 16))
     t0 = time.perf_counter()
     out = generate_motions(model, [list(r.segments) for r in job.rows], method=job.generator,
                            method_options=dict(job.options), sampler=args.sampler, steps=args.steps, eta=args.eta,
@@ -339,23 +360,21 @@ def run_generation(args: argparse.Namespace, jobs: Sequence[Job], cache: BatchCa
     """Generate this rank's missing batches; returns generation seconds per method (this rank)."""
     from tqdm import tqdm
     mine = [j for i, j in enumerate(jobs) if i % d.world == d.rank]
-    todo = [j for j in mine if not cache.has(settings_key(job_settings(j, args, model_sha)),
-                                             settings_key(job_settings(j, args, model_sha))[:2])]
+    keyed = [(j, settings_key(job_settings(j, args, model_sha))) for j in mine]
+    todo = [(j, k) for j, k in keyed if not cache.has(k, k[:2])]
     log(f"rank {d.rank}/{d.world}: {len(mine)} batches, {len(mine) - len(todo)} cached, {len(todo)} to generate")
     seconds: dict[str, float] = {}
     if not todo:
         return seconds
     from mdm_adapter.load import load
     model = load(args.model_path, device=d.device, guidance_scale=args.guidance_param)
-    bar = tqdm(total=sum(len(j.rows) for j in todo), unit="row", desc=f"generate [rank {d.rank}]",
+    bar = tqdm(total=sum(len(j.rows) for j, _ in todo), unit="row", desc=f"generate [rank {d.rank}]",
                position=d.rank, disable=args.no_progress, dynamic_ncols=True)
-    for job in todo:
+    for job, key in todo:
         bar.set_postfix_str(f"{job.method} rep {job.rep} batch {job.batch}")
-        settings = job_settings(job, args, model_sha)
-        key = settings_key(settings)
-        raw, frames, costs = generate_job(model, job, args)
-        cache.save(key, raw, frames, {"settings": settings, "costs": costs, "method": job.method,
-                                      "rep": job.rep, "batch": job.batch}, key[:2])
+        raw, frames, costs = generate_job(model, job, args, key)
+        cache.save(key, raw, frames, {"settings": job_settings(job, args, model_sha), "costs": costs,
+                                      "method": job.method, "rep": job.rep, "batch": job.batch}, key[:2])
         seconds[job.method] = seconds.get(job.method, 0.0) + costs["seconds"]
         bar.update(len(job.rows))
         if args.throttle > 0:
@@ -410,7 +429,9 @@ def score_all(args: argparse.Namespace, config: P.ProtocolConfig, jobs: Sequence
                 if entry is None:
                     raise RuntimeError(f"cache entry {key} of {method} rep {rep} batch {job.batch} is missing")
                 motions += [entry["features"][b, :n] for b, n in enumerate(entry["frames"])]
-                c = costs.setdefault(method, {"sequential_calls": 0.0, "frame_evaluations": 0.0, "rows": 0.0})
+                c = costs.setdefault(method, {"sequential_calls": 0.0, "frame_evaluations": 0.0, "rows": 0.0,
+                                              "batches": 0.0})
+                c["batches"] += 1
                 c["sequential_calls"] += entry["meta"]["costs"]["sequential_calls"]
                 c["frame_evaluations"] += entry["meta"]["costs"]["frame_evaluations"]
                 c["rows"] += len(entry["frames"])
@@ -452,13 +473,18 @@ def markdown_table(suite: str, summ: dict, costs: dict) -> str:
         cells = [f"{_fmt(metrics[c]['mean'])} ± {_fmt(metrics[c]['ci'])}" if c in metrics else "–" for c in cols]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if costs:
-        lines += ["", "| method | sequential network calls per batch | frames through the network per row (all steps) |",
+        lines += ["", "| method | sequential network calls per batch | frames through the network per row "
+                  "(all steps) |",
                   "|---|---|---|"]
         for method, c in costs.items():
-            batches = c["sequential_calls_batches"] if "sequential_calls_batches" in c else None
-            per_batch = c["sequential_calls"] / batches if batches else float("nan")
+            per_batch = c["sequential_calls"] / max(c["batches"], 1)
             lines.append(f"| {method} | {per_batch:.0f} | {c['frame_evaluations'] / max(c['rows'], 1):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _samples(rows: Sequence[P.Row]) -> int:
+    """Scored motions per replication (segments in the compose suite)."""
+    return sum(len(r.segments) for r in rows)
 
 
 def write_outputs(out: Path, args: argparse.Namespace, config: P.ProtocolConfig, results: Results,
@@ -469,8 +495,11 @@ def write_outputs(out: Path, args: argparse.Namespace, config: P.ProtocolConfig,
               f"(sha256 {provenance['evaluator_sha256'][:12]}), data `{provenance['data']}` split `{args.split}`.",
               f"{args.replications} replications, mean ± 95% CI (1.96 σ / √n). Sampler {args.sampler}, "
               f"{args.steps} steps, eta {args.eta}, guidance {args.guidance_param}, seed {args.seed}.",
-              _suite_line(args, config, provenance), "",
-              "Numbers from our Bandai Namco evaluator are NOT comparable with published HumanML3D numbers.", ""]
+              _suite_line(args, config, provenance),
+              f"R-precision within batches of {provenance['r_precision_batch']} (32 in the published protocol); "
+              f"diversity over {provenance['diversity_pairs']} pairs; FID against the {provenance['reference_clips']} "
+              "usable test clips.", "",
+              provenance["evaluator_note"], ""]
     (out / "results.md").write_text("\n".join(header) + "\n" + markdown_table(args.suite, summ, results.costs))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -496,10 +525,12 @@ def _suite_line(args: argparse.Namespace, config: P.ProtocolConfig, provenance: 
                 "(one prompt for all nodes), scored on a random crop of the caption's real clip length.")
     if args.suite == "compose":
         return (f"Scenes: {provenance.get('scenes', '')}, group {config.scene_group}, "
-                f"{config.segments_per_scene} segments each; transition window {config.transition_window} frames; "
+                f"{'/'.join(map(str, provenance.get('scene_segments', [])))} segments each; "
+                f"transition window {config.transition_window} frames; "
                 f"AUJ reference jerk {provenance.get('real_jerk', float('nan')):.4f}.")
     return (f"{config.samples_per_rep} loops of {config.loop_seconds:g} s per replication; seam and interior windows "
-            f"of {config.transition_window} frames; AUJ reference jerk {provenance.get('real_jerk', float('nan')):.4f}; "
+            f"of {config.transition_window} frames; "
+            f"AUJ reference jerk {provenance.get('real_jerk', float('nan')):.4f}; "
             "`concat` = an open motion joined end to start.")
 
 
@@ -571,7 +602,7 @@ def run(args: argparse.Namespace) -> dict | None:
     log = RunLog(out / "run.log" if d.rank == 0 else None)
     try:
         config = protocol_config(args)
-        data = P.TestData.load(data_folder(args), args.split)
+        data = P.SplitData.load(data_folder(args), args.split)
         scenes = None
         scenes_path = None
         if args.suite == "compose":
@@ -611,15 +642,15 @@ def run(args: argparse.Namespace) -> dict | None:
         ev_hashes = evaluator_files(args.evaluator)
         ref = P.Reference(data, P.Embedder(evaluator), seed=args.seed, real_jerk_override=args.real_jerk)
         results = score_all(args, config, jobs, rows_per_rep, cache, model_sha, ref)
-        batches = {}
-        for j in jobs:
-            batches[j.method] = batches.get(j.method, 0) + 1
-        for method, c in results.costs.items():
-            c["sequential_calls_batches"] = batches[method]
         provenance = {"settings": {k: v for k, v in vars(args).items()
                                    if k not in ("no_progress", "throttle", "output_dir", "cache_dir")},
                       "model_sha256": model_sha, "model_files": model_hashes,
                       "evaluator_sha256": combined_sha(ev_hashes), "evaluator_files": ev_hashes,
+                      "scene_segments": sorted({len(r.segments) for r in rows_per_rep[0]}),
+                      "evaluator_note": evaluator_note(args.evaluator),
+                      "r_precision_batch": min(config.r_precision_batch, _samples(rows_per_rep[0])),
+                      "diversity_pairs": min(config.diversity_pairs, _samples(rows_per_rep[0])),
+                      "reference_clips": len(data.clips),
                       "data": str(data.root), "git": git_state()["commit"], "scenes": scenes_path,
                       "real_jerk": ref.real_jerk if args.suite in ("compose", "loop") else None}
         summ = write_outputs(out, args, config, results, provenance)

@@ -101,7 +101,7 @@ def rng_for(seed: int, rep: int, purpose: int) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class TestData:
+class SplitData:
     """The test clips (raw features [T, D]) and the representation they use."""
 
     clips: list[MotionClip]
@@ -109,7 +109,7 @@ class TestData:
     root: str = ""
 
     @classmethod
-    def load(cls, root: str | Path, split: str = "test", spec: DatasetSpec = HUMANML3D) -> "TestData":
+    def load(cls, root: str | Path, split: str = "test", spec: DatasetSpec = HUMANML3D) -> "SplitData":
         clips = load_clips(root, split, spec)
         if not clips:
             raise ValueError(f"no usable clip in split {split!r} of {root} (lengths {spec.min_frames}.."
@@ -140,7 +140,7 @@ class Row:
         return [int(b) for b in np.cumsum([f for _, f in self.segments])[:-1]]
 
 
-def draw_items(data: TestData, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def draw_items(data: SplitData, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     """``n`` (clip index, caption index) pairs: clips in successive random permutations (every clip
     once before any repeats), one random caption each."""
     order: list[int] = []
@@ -149,7 +149,7 @@ def draw_items(data: TestData, n: int, rng: np.random.Generator) -> list[tuple[i
     return [(i, int(rng.integers(len(data.clips[i].captions)))) for i in order[:n]]
 
 
-def compose_scenes(config: ProtocolConfig, data: TestData) -> list[Scene]:
+def compose_scenes(config: ProtocolConfig, data: SplitData) -> list[Scene]:
     scenes = build_scenes(data.clips, config.segments_per_scene, config.seed, data.fps,
                           num_scenes=config.num_scenes, groups=(config.scene_group,))[config.scene_group]
     if not scenes:
@@ -157,7 +157,7 @@ def compose_scenes(config: ProtocolConfig, data: TestData) -> list[Scene]:
     return scenes
 
 
-def plan_rows(config: ProtocolConfig, data: TestData, rep: int, scenes: Sequence[Scene] | None = None) -> list[Row]:
+def plan_rows(config: ProtocolConfig, data: SplitData, rep: int, scenes: Sequence[Scene] | None = None) -> list[Row]:
     """The rows replication ``rep`` generates (identical for every method)."""
     if config.suite == "compose":
         scenes = compose_scenes(config, data) if scenes is None else scenes
@@ -270,7 +270,7 @@ class Reference:
     """Real-data references: embeddings of the test split (one official crop per clip), the real
     per-frame jerk, and real transition-window crops per window length."""
 
-    data: TestData
+    data: SplitData
     embedder: Embedder
     seed: int = 0
     real_crops: int = 512
@@ -441,7 +441,6 @@ def score_real(config: ProtocolConfig, rows: Sequence[Row], ref: Reference, rep:
     """The ``real`` row: the suite's scores on real test motions."""
     rng = rng_for(config.seed, rep, _REAL)
     by_name = {c.name: c for c in ref.data.clips}
-    spec = ref.data.spec
     if config.suite in ("single", "long"):
         clips = [random_unit_crop(by_name[r.clips[0]].features, rng) for r in rows]
         text_emb = ref.embedder.texts([r.tokens[0] for r in rows])

@@ -304,6 +304,8 @@ class MDMPieceDenoiser:
                 chunk = rows[c:c + step]
                 pos = torch.tensor(chunk, dtype=torch.long, device=device)
                 groups.append((pos, plan.index[pos], max(extent[r] for r in chunk)))
+        if len(plan.groups) >= PLAN_CACHE_SIZE:
+            plan.groups.clear()
         plan.groups[key] = groups
         return groups
 

@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-import traceback
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +145,7 @@ RANDOM_MODELS = {"official": MDMArgs, "default-arch": default_arch_args, "tiny":
 
 
 def build_model(spec: str, device: torch.device, compile_mode: Optional[str] = None,
-                max_rows_per_call: Optional[int] = None, seed: int = 0) -> BenchModel:
+                max_rows_per_call: Optional[int] = None, seed: int = 0, length_buckets: int = 1) -> BenchModel:
     """A model with random weights (``official``: the release's architecture; ``default-arch``: the
     default model's sizes; ``tiny``), or ``default`` (save/default) or a checkpoint path."""
     loaded = None
@@ -163,6 +162,7 @@ def build_model(spec: str, device: torch.device, compile_mode: Optional[str] = N
         loaded = mdm_adapter.load(path, device=device)
         network, args, denoiser = loaded.network, loaded.args, loaded.denoiser
     denoiser.max_rows_per_call = max_rows_per_call
+    denoiser.length_buckets = length_buckets
     compiled = torch.compile(network, mode=compile_mode, dynamic=False) if compile_mode else network
     recorder = ShapeRecorder(compiled, network)
     denoiser.network = recorder
@@ -485,21 +485,25 @@ def audit_collage(model: BenchModel, frames: int, device: torch.device, dtype: s
 
 def chunking_check(model: BenchModel, frames: int, device: torch.device, rows_per_call: int = 3,
                    steps: int = 2) -> dict:
-    """Collage with the piece batch run in chunks of ``rows_per_call`` rows vs one call."""
-    saved = model.denoiser.max_rows_per_call
+    """Collage with the piece batch in chunks of ``rows_per_call`` rows, and in 2 length buckets,
+    against one call per step."""
+    saved = model.denoiser.max_rows_per_call, model.denoiser.length_buckets
+    variants = {"one call": (None, 1), f"chunks of {rows_per_call} rows": (rows_per_call, 1), "2 length buckets": (None, 2)}
     outs, calls = {}, {}
     try:
-        for chunk in (None, rows_per_call):
-            model.denoiser.max_rows_per_call = chunk
+        for name, (chunk, buckets) in variants.items():
+            model.denoiser.max_rows_per_call, model.denoiser.length_buckets = chunk, buckets
             before = model.denoiser.network_calls
-            outs[chunk] = generate(model, "collage", frames, 1, steps, device, "fp32").motion
-            calls[chunk] = model.denoiser.network_calls - before
+            outs[name] = generate(model, "collage", frames, 1, steps, device, "fp32").motion
+            calls[name] = model.denoiser.network_calls - before
     finally:
-        model.denoiser.max_rows_per_call = saved
-    diff = float((outs[None] - outs[rows_per_call]).abs().max())
+        model.denoiser.max_rows_per_call, model.denoiser.length_buckets = saved
+    ref = outs["one call"]
     return {"frames": frames, "steps": steps, "rows_per_call": rows_per_call,
-            "network_calls_unchunked": calls[None], "network_calls_chunked": calls[rows_per_call],
-            "max_abs_diff": diff}
+            "network_calls_unchunked": calls["one call"], "network_calls_chunked": calls[f"chunks of {rows_per_call} rows"],
+            "network_calls_bucketed": calls["2 length buckets"],
+            "max_abs_diff": float((outs[f"chunks of {rows_per_call} rows"] - ref).abs().max()),
+            "max_abs_diff_bucketed": float((outs["2 length buckets"] - ref).abs().max())}
 
 
 def numerics_check(model: BenchModel, frames: int, steps: int, device: torch.device, low: str) -> dict:
@@ -749,7 +753,7 @@ def environment(device: torch.device, args: argparse.Namespace, model: BenchMode
         "memory_method": PeakMemory(device).method,
         "timing": f"median of {args.repeats} after a {args.warmup_steps}-step warm-up with the same shapes",
         "flops": "analytic, from the shapes of every network call (padded tokens included)",
-        "max_rows_per_call": args.max_rows_per_call,
+        "max_rows_per_call": args.max_rows_per_call, "length_buckets": args.length_buckets,
     }
 
 
@@ -842,6 +846,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the network (MODE: default, reduce-overhead, max-autotune)")
     p.add_argument("--max-rows-per-call", type=int, default=None, help="chunk the piece batch (memory bound)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--length-buckets", type=int, default=1,
+                   help="run the piece rows in up to this many length groups, each cut to its longest row "
+                        "(fewer FLOPs, more network calls per step; default 1 = one call)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per point (default 3 on CUDA, 1 on CPU)")
     p.add_argument("--warmup-steps", type=int, default=1, help="steps of the untimed warm-up run (0 = none)")
     p.add_argument("--long", type=float, default=None, metavar="SECONDS",
@@ -855,6 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate", choices=sorted(GPU_SPECS), default=None,
                    help="only an analytic estimate for this GPU (release architecture; shapes and host overhead "
                         "from skeleton runs on this machine); no timing of the real-size network")
+    p.add_argument("--quickstart-steps", type=int, default=50, help="DDIM steps of the quickstart timing (default 50)")
     p.add_argument("--no-checks", action="store_true", help="skip the sync audit, chunking and numerics sections")
     p.add_argument("--smoke", action="store_true",
                    help="tiny model, CPU, 2 steps, durations 10 24 s, batch 2 throughput: a seconds-long check")
@@ -885,9 +893,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.steps < 1:
         raise SystemExit(f"error: --steps must be >= 1, got {args.steps}")
     if args.tag is None:
-        args.tag = f"bench-{args.device}-{Path(args.model).name}-{args.dtype}-{args.steps}steps"
+        args.tag = f"bench-{args.device}-{Path(args.model).name}-{args.dtype}{'-tf32' if args.tf32 else ''}-{args.steps}steps"
         if args.compile:
             args.tag += f"-compile-{args.compile}"
+        if args.length_buckets > 1:
+            args.tag += f"-buckets{args.length_buckets}"
+        if args.max_rows_per_call:
+            args.tag += f"-chunk{args.max_rows_per_call}"
     return args
 
 
@@ -897,12 +909,13 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
     if args.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = build_model(args.model, device, args.compile, args.max_rows_per_call)
+    model = build_model(args.model, device, args.compile, args.max_rows_per_call, length_buckets=args.length_buckets)
     report: dict[str, Any] = {"environment": environment(device, args, model)}
     compute_dtype = DTYPES[args.dtype]
     measured = gemm_rate(device, compute_dtype, seconds=0.5 if args.smoke else 2.0)
     nominal = nominal_peak(device, args.dtype, args.tf32)
     report["peaks"] = {"measured_gemm_flops_per_s": measured, "nominal_peak_flops_per_s": nominal,
+                       "note": "measured at the start and at the end of the run; fractions use the larger",
                        "gemm": f"[4096 x 512] @ [512 x 1024] in {args.dtype}"}
 
     latency = []
@@ -931,6 +944,13 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
         r = timed_run(model, "collage", args.long, 1, args.long_steps or args.steps, device, args.dtype, 1, 0)
         report["long"] = {k: v for k, v in dataclasses.asdict(r).items() if k != "extra"}
 
+    # The GEMM rate again at the end (a shared machine's speed drifts); the larger one is the reference.
+    again = gemm_rate(device, compute_dtype, seconds=0.5 if args.smoke else 2.0)
+    report["peaks"]["measured_gemm_flops_per_s_end"] = again
+    if again > measured and report.get("throughput"):
+        for t in report["throughput"]:
+            t["extra"]["fraction_of"]["measured GEMM rate"] = t["achieved_flops_per_s"] / again
+
     if not args.no_checks:
         first = int(round(min(args.durations) * FPS))
         progress("sync audit")
@@ -942,11 +962,12 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
             progress(f"numerics {low}")
             report["numerics"].append(numerics_check(model, first, args.numerics_steps or min(args.steps, 10),
                                                      device, low))
-        if args.quickstart:
-            report["quickstart"] = []
-            for dtype in args.quickstart:
-                progress(f"quickstart {dtype}")
-                report["quickstart"].append(quickstart_time(model, args.steps, args.repeats, device, dtype))
+
+    if args.quickstart:
+        report["quickstart"] = []
+        for dtype in args.quickstart:
+            progress(f"quickstart {dtype}")
+            report["quickstart"].append(quickstart_time(model, args.quickstart_steps, args.repeats, device, dtype))
     return report
 
 
@@ -973,7 +994,7 @@ def save(report: dict, out: Path, tag: str) -> tuple[Path, Path]:
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(json_path)
-    if report.get("latency"):
+    if len({r["duration_s"] for r in report.get("latency", [])}) > 1:
         plot(report, png_path)
     return json_path, png_path
 
@@ -988,7 +1009,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = {"environment": environment(torch.device("cpu"), args, skeleton),
                   "estimate": estimate_section(args.estimate, args.durations, args.methods, args.steps, args.dtype,
                                                args.tf32, args.throughput_batch, progress)}
-        tag = args.tag.replace("bench-", f"estimate-{args.estimate}-", 1)
+        tag = (f"estimate-{args.estimate}-{args.dtype}{'-tf32' if args.tf32 else ''}-{args.steps}steps"
+               if args.tag.startswith("bench-") else args.tag)
         json_path, _ = save(report, Path(args.out), tag)
         print(format_estimate(report["estimate"]))
         print(f"wrote {json_path}")

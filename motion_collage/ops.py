@@ -78,7 +78,7 @@ def build_layout(graphs: Sequence[FactorGraph], include_variables: bool = True,
     seq_index = np.asarray(seq, dtype=np.int64)
     length = np.asarray(lengths, dtype=np.int64)
     weight = np.asarray(weight_list, dtype=np.float64)
-    P, L = len(seq), int(length.max())
+    L = int(length.max())
     pos = np.arange(L, dtype=np.int64)[None, :]
     mask = pos < length[:, None]  # [P, L]
     frame_index = np.where(mask, (np.asarray(starts, dtype=np.int64)[:, None] + pos) % np.asarray(wrap)[:, None], 0)
