@@ -11,14 +11,7 @@ from motion_collage.ops import build_layout, gather_pieces, merge_pieces
 from motion_collage.samplers import karras_sigmas, sample_ddim
 
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """The analytic checks need float64; restore the default afterwards."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def window_graph(num_frames: int, window: int, overlap: int) -> FactorGraph:

@@ -15,13 +15,7 @@ from motion_collage.samplers import karras_sigmas, sample_ddim
 DEN = GaussianPieceDenoiser(ar_autocovariance([0.9], 256))
 SETUP = SamplingSetup(sample_ddim, karras_sigmas(12, 0.01, 20.0))
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def noise_for(rows, channels=3, seed=0):
