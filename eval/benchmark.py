@@ -623,7 +623,8 @@ def run(args: argparse.Namespace) -> dict | None:
         cache = BatchCache(args.cache_dir or out / "cache")
         if d.rank == 0:
             log("=" * 30 + " benchmark run " + "=" * 30)
-            log("command: " + " ".join(shlex.quote(a) for a in sys.argv))
+            launcher = f"torchrun --nproc_per_node={d.world} -m" if d.world > 1 else "python -m"
+            log(f"command: {launcher} eval.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
             log(f"processes: {d.world}, device {d.device}, threads {torch.get_num_threads()}, "
                 f"host {platform.node()}, python {platform.python_version()}, torch {torch.__version__}")
             log(f"git: {json.dumps(git_state())}")
