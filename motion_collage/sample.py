@@ -259,23 +259,23 @@ def run(args: argparse.Namespace) -> Path:
         # about 1.8x faster where FLOPs are the limit (docs/performance.md). On a GPU one call wins.
         model.denoiser.length_buckets = 2
 
+    if args.method in ("collage", "average", "doubletake"):
+        opts = {**opts, "loop": args.loop}
+    elif args.loop:
+        raise UsageError(f"--method {args.method} cannot make a loop; use collage, average or doubletake")
+    if args.method == "collage":
+        opts = {**opts, "transition": args.transition}
+
+    from .pipeline import generate_motions
     n_rows = args.num_samples * args.num_repetitions
     started = time.perf_counter()
     features, joints, seg_rows = [], [], []
     T = sum(f for _, f in segments)
     for first in range(0, n_rows, args.batch_size):
         count = min(args.batch_size, n_rows - first)
-        rows = [segments] * count
-        if args.method in ("collage", "average", "doubletake"):
-            opts = {**opts, "loop": args.loop}
-        elif args.loop:
-            raise UsageError(f"--method {args.method} cannot make a loop; use collage, average or doubletake")
-        if args.method == "collage":
-            opts = {**opts, "transition": args.transition}
-        from .pipeline import generate_motions
-        batch = generate_motions(model, rows, method=args.method, method_options=opts, sampler=args.sampler,
-                                 steps=args.steps, eta=args.eta, guidance=args.guidance_param, seed=args.seed,
-                                 row_offset=first, dtype=args.dtype, progress=True)
+        batch = generate_motions(model, [segments] * count, method=args.method, method_options=opts,
+                                 sampler=args.sampler, steps=args.steps, eta=args.eta, guidance=args.guidance_param,
+                                 seed=args.seed, row_offset=first, dtype=args.dtype, progress=True)
         features.append(batch.features)
         joints += batch.joints
         seg_rows += [[{"text": s.prompt, "start": s.start, "end": s.end} for s in g.segments]
