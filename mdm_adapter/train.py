@@ -391,8 +391,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     state = build_state(cfg, data.text_features.shape[1], dev)
     if (out / CHECKPOINT).is_file():
         saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
+        # a key missing from an older run's config.json had its default value then
+        defaults = asdict(TrainConfig())
         changed = sorted(k for k, v in asdict(cfg).items()
-                         if saved is not None and k not in RESUMABLE_CHANGES and saved.get(k) != v)
+                         if saved is not None and k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
         if changed:
             raise ValueError(f"{out} holds a run with a different config ({', '.join(changed)}); "
                              f"use another --out or the same config")

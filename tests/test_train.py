@@ -162,3 +162,16 @@ def test_bf16_loss_matches_fp32_and_precision_is_checked(tmp_path):
     assert losses["bf16"].item() != losses["fp32"].item()
     with pytest.raises(ValueError, match="precision"):
         replace(TINY, precision="fp16")
+
+
+def test_resume_accepts_a_run_from_before_a_new_config_key(tmp_path):
+    data_dir = make_dataset(tmp_path / "data")
+    cfg = replace(TINY, max_steps=2)
+    train(cfg, data_dir, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["precision"]  # as written before the option existed
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    state = train(replace(cfg, max_steps=4), data_dir, tmp_path / "run", progress=False)
+    assert state.step == 4
+    with pytest.raises(ValueError, match="precision"):
+        train(replace(cfg, max_steps=6, precision="bf16"), data_dir, tmp_path / "run", progress=False)
