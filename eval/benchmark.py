@@ -248,7 +248,7 @@ def git_state() -> dict[str, Any]:
 
 def load_evaluator(args: argparse.Namespace, device: str):
     from eval.evaluator import Evaluator
-    from motion_collage.normalization import EvaluatorStats
+    from motion_core.normalization import EvaluatorStats
     path = Path(args.evaluator)
     if not path.exists():
         raise UsageError(f"evaluator {path} not found: train ours with `python -m eval.train_evaluator --data DIR "

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from motion_collage.spec import HUMANML3D, DatasetSpec
+from motion_core.spec import HUMANML3D, DatasetSpec
 
 SPLITS = ("train", "val", "test")
 OFFICIAL_MAX_SOURCE_FRAMES = 200    # the official loader keeps clips shorter than this

@@ -46,7 +46,7 @@ from eval.text_processing import (
     encode_tokens,
     to_tokens,
 )
-from motion_collage.normalization import EvaluatorStats
+from motion_core.normalization import EvaluatorStats
 
 WEIGHTS_FILE = "evaluator.safetensors"
 CONFIG_FILE = "config.json"

@@ -42,7 +42,7 @@ from eval import metrics as M
 from eval.data import MotionClip, load_clips, pad_batch, random_unit_crop
 from eval.scenes import Scene, build_scenes
 from motion_collage.representation import features_to_joints
-from motion_collage.spec import HUMANML3D, DatasetSpec
+from motion_core.spec import HUMANML3D, DatasetSpec
 
 SUITES = ("single", "long", "compose", "loop")
 REAL = "real"

@@ -49,8 +49,8 @@ from eval.text_processing import (
     encode_token_list,
     split_token,
 )
-from motion_collage.normalization import EvaluatorStats
-from motion_collage.spec import HUMANML3D
+from motion_core.normalization import EvaluatorStats
+from motion_core.spec import HUMANML3D
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"

@@ -2,7 +2,7 @@
 
 ``mdm_adapter.load(path)`` reads an official ``.pt`` (or our ``.safetensors``) with the
 ``args.json`` beside it and returns a :class:`LoadedModel` whose ``denoiser`` implements the
-piece-denoiser contract of :mod:`motion_collage.denoiser`.
+piece-denoiser contract of :mod:`motion_core.denoiser`.
 
 Importing this package never imports ``transformers`` or CLIP code: text towers load lazily.
 """

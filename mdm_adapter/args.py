@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from motion_collage.spec import DatasetSpec, get_spec
+from motion_core.spec import DatasetSpec, get_spec
 
 ARCHS = ("trans_enc", "trans_dec")
 TEXT_ENCODERS = ("clip", "bert", "bow")

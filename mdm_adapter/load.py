@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from motion_collage.spec import DatasetSpec
+from motion_core.normalization import ModelStats
+from motion_core.spec import DatasetSpec
 
 from .args import MDMArgs
 from .model import MDM, POSITIONAL_KEYS, official_state_dict_keys
@@ -70,19 +71,14 @@ class LoadedModel:
 
     @property
     def model_stats(self):
-        """Normalisation statistics (``ModelStats``, or a (mean, std) pair of arrays), read on first use."""
+        """Normalisation statistics (:class:`ModelStats`), read on first use."""
         if self._stats is None:
             if self.stats_paths is None:
                 looked = ", ".join(str(p) for p in self.stats_searched)
                 raise FileNotFoundError(f"Mean.npy / Std.npy for {self.path.name} not found (looked in {looked}); "
                                         f"put the dataset's Mean.npy and Std.npy beside the model or pass stats_dir")
             mean_path, std_path = self.stats_paths
-            try:
-                from motion_collage.normalization import ModelStats
-            except ImportError:
-                self._stats = (np.load(mean_path), np.load(std_path))
-            else:
-                self._stats = ModelStats(np.load(mean_path), np.load(std_path))
+            self._stats = ModelStats(np.load(mean_path), np.load(std_path))
         return self._stats
 
 

@@ -1,4 +1,4 @@
-"""MDM as a sigma-space piece denoiser (the contract of :mod:`motion_collage.denoiser`).
+"""MDM as a sigma-space piece denoiser (the contract of :mod:`motion_core.denoiser`).
 
 One call = one batched network call, whatever the mix of prompts and null conditions:
 
@@ -41,7 +41,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from motion_collage.denoiser import PieceConditions
+from motion_core.denoiser import PieceConditions
 
 from .model import MDM, TextInput
 from .schedules import DiscreteSchedule

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .denoiser import PieceConditions
+from motion_core.denoiser import PieceConditions
 
 
 def ar_autocovariance(coefficients: list[float], num_lags: int, innovation_var: float = 1.0,

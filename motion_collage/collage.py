@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .denoiser import PieceConditions, PieceDenoiser
+from motion_core.denoiser import PieceConditions, PieceDenoiser
 from .graph import FactorGraph
 from .ops import PieceLayout, build_layout, gather_pieces, merge_pieces
 
@@ -58,7 +58,7 @@ class CollageDenoiser(LayoutDenoiser):
     """Sequence denoiser ``(x [B, T, D], sigma [B]) -> x0 [B, T, D]`` over one graph per batch row.
 
     Args:
-        piece_denoiser: the model on pieces (see :mod:`motion_collage.denoiser`).
+        piece_denoiser: the model on pieces (see :mod:`motion_core.denoiser`).
         graphs: one :class:`FactorGraph` per batch row (lengths may differ; rows are padded to
             the longest and padding frames predict 0).
         guidance: classifier-free guidance scale, one value or one per batch row; ``None`` uses

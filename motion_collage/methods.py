@@ -27,7 +27,9 @@ import torch
 from torch import Tensor
 
 from .collage import CollageDenoiser, Guidance, LayoutDenoiser
-from .denoiser import CallCounter, PieceConditions, PieceDenoiser
+from motion_core.denoiser import PieceConditions, PieceDenoiser
+
+from .denoiser import CallCounter
 from .graph import FactorGraph, GraphError, Node, Segment, chain, cycle
 from .ops import PieceLayout, build_layout, gather_pieces, merge_pieces
 

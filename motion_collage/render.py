@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from motion_collage.spec import HUMANML3D, DatasetSpec
+from motion_core.spec import HUMANML3D, DatasetSpec
 
 PathLike = Union[str, Path]
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from motion_collage.spec import HUMANML3D, DatasetSpec
+from motion_core.spec import HUMANML3D, DatasetSpec, feature_slices
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 
@@ -90,26 +90,6 @@ T2M_PARENTS = parents_from_chains(HUMANML3D.kinematic_chains, HUMANML3D.num_join
 REFERENCE_BONE_LENGTHS = np.linalg.norm(
     SMPL_NEUTRAL_REST_JOINTS - SMPL_NEUTRAL_REST_JOINTS[np.maximum(T2M_PARENTS, 0)], axis=-1
 )  # [22], 0 for the root
-
-
-def feature_slices(spec: DatasetSpec = HUMANML3D) -> dict[str, slice]:
-    """Named slices of the feature vector (root_rot_vel, root_lin_vel, root_y, ric, rot,
-    local_vel, foot_contact), following formats.md section 3."""
-    j = spec.num_joints
-    bounds = [
-        ("root_rot_vel", 1), ("root_lin_vel", 2), ("root_y", 1), ("ric", (j - 1) * 3),
-        ("rot", (j - 1) * 6), ("local_vel", j * 3), ("foot_contact", 4),
-    ]
-    out, start = {}, 0
-    for name, size in bounds:
-        out[name] = slice(start, start + size)
-        start += size
-    if start != spec.feature_dim:
-        raise ValueError(
-            f"spec {spec.name!r} has feature_dim {spec.feature_dim} but the HumanML3D layout for "
-            f"{j} joints has {start}; use a spec with the HumanML3D feature layout"
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

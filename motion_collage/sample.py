@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.dtype != "fp32" and device == "cpu":
         raise UsageError(f"--dtype {args.dtype} needs a GPU; on the CPU use --dtype fp32")
 
-    from .spec import HUMANML3D
+    from motion_core.spec import HUMANML3D
     segments = resolve_segments(args, HUMANML3D.fps)  # fps checked again against the model below
     overlap = parse_overlap(args.overlap, HUMANML3D.fps)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(segments, args.method, args.loop, args.seed)

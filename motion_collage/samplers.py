@@ -23,7 +23,7 @@ from typing import Callable, Optional, Protocol
 import torch
 from torch import Tensor
 
-from .denoiser import SequenceDenoiser
+from motion_core.denoiser import SequenceDenoiser
 
 Callback = Callable[[int, float, Tensor, Tensor], None]  # (step, sigma, x, x0)
 NoiseFn = Callable[[Tensor], Tensor]  # like -> standard normal of the same shape

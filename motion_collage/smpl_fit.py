@@ -29,7 +29,7 @@ from motion_collage.smpl import (
     SmplModel, axis_angle_to_matrix, chain_transforms, joint_shape_basis, load_smpl, matrix_to_axis_angle, rest_joints,
     smpl_forward,
 )
-from motion_collage.spec import HUMANML3D
+from motion_core.spec import HUMANML3D
 
 PathLike = Union[str, Path]
 

@@ -206,7 +206,7 @@ def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool 
           overwrite: bool = False) -> dict:
     """Run every step; returns the dataset_info dict. `convert=False` reuses the converted
     clips already in `out`; otherwise `out` must be empty or absent (or `overwrite`: replaced)."""
-    from motion_collage.normalization import ModelStats
+    from motion_core.normalization import ModelStats
 
     clips, skipped = [], []
     for d in find_dataset_dirs(src):

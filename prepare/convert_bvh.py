@@ -13,7 +13,7 @@ OUT_DIR is never half-written)::
                                       T-1 frames recovered from the features, which equal
                                       our first T-1 frames to float precision)
     OUT_DIR/Mean.npy, Std.npy         float32 [263]  (Std: HumanML3D convention, see
-                                      motion_collage.normalization.humanml_std)
+                                      motion_core.normalization.humanml_std)
     OUT_DIR/conversion.json           settings, per-clip records and skipped files
     OUT_DIR/texts/<id>.txt            only when a ``captions`` callback is given
 
@@ -38,9 +38,9 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from motion_collage.normalization import STD_FLOOR, ModelStats, RunningMoments
+from motion_core.normalization import STD_FLOOR, ModelStats, RunningMoments
 from motion_collage.representation import canonical_joints_and_features, mirror_joints
-from motion_collage.spec import HUMANML3D
+from motion_core.spec import HUMANML3D
 from prepare.bvh import read_bvh
 from prepare.skeletons import SKELETONS, SkeletonMap, get_skeleton, guess_skeleton, resample
 

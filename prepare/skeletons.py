@@ -1,7 +1,7 @@
 """Maps from mocap skeletons onto the 22-joint HumanML3D (SMPL body) chain, units and axes,
 and resampling to the dataset's frame rate.
 
-Each of the 22 HumanML3D joints (order in ``motion_collage.spec`` / formats.md section 3) is a
+Each of the 22 HumanML3D joints (order in ``motion_core.spec`` / formats.md section 3) is a
 weighted average of source joints' world positions, which covers joints that exist
 one-to-one as well as joints interpolated between two source joints (e.g. SMPL's spine2 lies
 between Bandai Namco's Spine and Chest).
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from motion_collage.spec import HUMANML3D
+from motion_core.spec import HUMANML3D
 from prepare.bvh import Bvh, forward_kinematics
 
 Source = tuple[tuple[str, float], ...]  # ((joint name, weight), ...), weights sum to 1

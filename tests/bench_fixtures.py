@@ -9,7 +9,7 @@ import torch
 from eval.data import write_folder
 from eval.evaluator import Evaluator, EvaluatorConfig
 from eval.text_processing import RuleBasedTagger, WordVectors
-from motion_collage.normalization import EvaluatorStats
+from motion_core.normalization import EvaluatorStats
 
 CAPTIONS = [
     ("a person walks forward", "a/DET person/NOUN walk/VERB forward/ADV"),

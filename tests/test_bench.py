@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mdm_adapter.args import MDMArgs
 from mdm_adapter.model import MDM
 from motion_collage import bench
-from motion_collage.denoiser import PieceConditions
+from motion_core.denoiser import PieceConditions
 
 DURATIONS = (10.0, 24.0)
 STEPS = 2

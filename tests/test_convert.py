@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motion_collage.normalization import ModelStats
+from motion_core.normalization import ModelStats
 from motion_collage.representation import features_to_joints
 from prepare.convert_bvh import ClipRecord, convert_folder, main
 

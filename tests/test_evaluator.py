@@ -13,7 +13,7 @@ from eval import train_evaluator as T
 from eval.data import write_folder
 from eval.evaluator import OFFICIAL_HUMANML3D, Evaluator, EvaluatorConfig, load_official_checkpoint, packed_bigru_final
 from eval.text_processing import WordVectors
-from motion_collage.normalization import EvaluatorStats
+from motion_core.normalization import EvaluatorStats
 
 SMALL = EvaluatorConfig(word_dim=6, text_hidden=8, movement_hidden=8, movement_latent=8, motion_hidden=12,
                         embed_dim=5, tagger="rule")

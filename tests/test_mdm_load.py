@@ -10,7 +10,7 @@ import mdm_adapter
 from mdm_adapter.args import MDMArgs
 from mdm_adapter.model import MDM, sinusoidal_table
 from mdm_adapter.text_encoders import CachedEncoder
-from motion_collage.denoiser import PieceConditions
+from motion_core.denoiser import PieceConditions
 
 TINY = dict(latent_dim=32, ff_size=64, layers=2)
 VARIANTS = {

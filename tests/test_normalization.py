@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from motion_collage.normalization import (
+from motion_core.normalization import (
     EvaluatorStats, ModelStats, RunningMoments, evaluator_to_model, humanml_std, model_to_evaluator,
 )
-from motion_collage.representation import feature_slices
+from motion_core.spec import HUMANML3D, feature_slices
 
 D = 263
 
@@ -82,7 +82,7 @@ def test_humanml_std_averages_each_feature_group_and_floors():
     std = np.arange(D, dtype=np.float64)
     out = humanml_std(std, std_floor=0.5)
     assert out.dtype == np.float32
-    for name, sl in feature_slices().items():
+    for name, sl in feature_slices(HUMANML3D).items():
         expected = max(std[sl].mean(), 0.5)
         np.testing.assert_allclose(out[sl], expected, rtol=1e-6, err_msg=name)
     assert out[0] == 0.5  # root angular velocity: the one-element group with std 0 is floored

@@ -9,7 +9,7 @@ from mdm_adapter.model import MDM
 from mdm_adapter.piece_denoiser import MDMPieceDenoiser
 from mdm_adapter.schedules import DiscreteSchedule
 from mdm_adapter.text_encoders import CachedEncoder
-from motion_collage.denoiser import PieceConditions
+from motion_core.denoiser import PieceConditions
 
 D = 263
 BATCH_TOLERANCE = 1e-5  # batched vs alone (float32, tiny random model); measured about 1e-6

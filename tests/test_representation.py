@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from motion_collage import representation as rep
-from motion_collage.spec import HUMANML3D
+from motion_core.spec import HUMANML3D
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "bandai-namco-sample"
 FPS = HUMANML3D.fps
-SL = rep.feature_slices()
+SL = rep.feature_slices(HUMANML3D)
 
 
 def t_pose() -> np.ndarray:

@@ -15,8 +15,7 @@ from typing import Iterable, TypeVar, Union
 import numpy as np
 import torch
 
-from motion_collage.representation import feature_slices
-from motion_collage.spec import HUMANML3D, DatasetSpec
+from motion_core.spec import HUMANML3D, DatasetSpec, feature_slices
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 PathLike = Union[str, Path]

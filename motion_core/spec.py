@@ -29,6 +29,26 @@ class DatasetSpec:
         return frames / self.fps
 
 
+def feature_slices(spec: DatasetSpec) -> dict[str, slice]:
+    """Named slices of the feature vector (root_rot_vel, root_lin_vel, root_y, ric, rot,
+    local_vel, foot_contact), following formats.md section 3."""
+    j = spec.num_joints
+    bounds = [
+        ("root_rot_vel", 1), ("root_lin_vel", 2), ("root_y", 1), ("ric", (j - 1) * 3),
+        ("rot", (j - 1) * 6), ("local_vel", j * 3), ("foot_contact", 4),
+    ]
+    out, start = {}, 0
+    for name, size in bounds:
+        out[name] = slice(start, start + size)
+        start += size
+    if start != spec.feature_dim:
+        raise ValueError(
+            f"spec {spec.name!r} has feature_dim {spec.feature_dim} but the HumanML3D layout for "
+            f"{j} joints has {start}; use a spec with the HumanML3D feature layout"
+        )
+    return out
+
+
 HUMANML3D = DatasetSpec(
     name="humanml",
     num_joints=22,
