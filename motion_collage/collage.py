@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from motion_core.denoiser import PieceConditions, PieceDenoiser
+
 from .graph import FactorGraph
 from .ops import PieceLayout, build_layout, gather_pieces, merge_pieces
 
@@ -85,8 +86,8 @@ def _normalise_average(layout: PieceLayout) -> PieceLayout:
     return PieceLayout(**{**layout.__dict__, "merge_weight": merge_weight})
 
 
-def per_piece_guidance(guidance: Guidance, layout: PieceLayout, batch: int) -> Optional[Tensor]:
-    """Expand a scalar or per-row guidance scale to one value per piece of `layout`."""
+def row_guidance(guidance: Guidance, batch: int) -> Optional[Tensor]:
+    """A scalar or per-row guidance scale as ``[batch]`` float32 (None stays None)."""
     if guidance is None:
         return None
     g = torch.as_tensor(guidance, dtype=torch.float32)
@@ -94,4 +95,10 @@ def per_piece_guidance(guidance: Guidance, layout: PieceLayout, batch: int) -> O
         g = g.expand(batch)
     if g.shape != (batch,):
         raise ValueError(f"guidance must be one value or one per sequence ({batch}), got shape {tuple(g.shape)}")
-    return g[layout.seq_index].clone()
+    return g.clone()
+
+
+def per_piece_guidance(guidance: Guidance, layout: PieceLayout, batch: int) -> Optional[Tensor]:
+    """Expand a scalar or per-row guidance scale to one value per piece of `layout`."""
+    g = row_guidance(guidance, batch)
+    return None if g is None else g[layout.seq_index]

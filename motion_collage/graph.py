@@ -100,11 +100,31 @@ class FactorGraph:
 
     @cached_property
     def degrees(self) -> tuple[int, ...]:
-        """Degree of each variable node: the number of factors containing all of its frames."""
-        member = np.zeros((len(self.factors), self.num_frames), dtype=bool)
-        for i, f in enumerate(self.factors):
-            member[i, f.frames(self.num_frames)] = True
-        return tuple(int(member[:, v.frames(self.num_frames)].all(axis=1).sum()) for v in self.variables)
+        """Degree of each variable node: the number of factors containing all of its frames.
+
+        Linear in the number of nodes (after a sort): only factors starting at most
+        ``max factor length - variable length`` frames before a variable can contain it.
+        """
+        N = self.num_frames
+        starts = np.array([f.start % N for f in self.factors], dtype=np.int64)
+        lengths = np.array([f.length for f in self.factors], dtype=np.int64)
+        full = int((lengths >= N).sum())  # a factor over every frame contains every variable
+        part = lengths < N
+        starts, lengths = starts[part], lengths[part]
+        if self.loop:  # copies one period earlier and later cover wrap-around containment
+            starts = np.concatenate([starts - N, starts, starts + N])
+            lengths = np.tile(lengths, 3)
+        order = np.argsort(starts, kind="stable")
+        starts, lengths = starts[order], lengths[order]
+        longest = int(lengths.max()) if lengths.size else 0
+        out = []
+        for v in self.variables:
+            vs = v.start % N
+            lo = np.searchsorted(starts, vs - (longest - v.length), "left")
+            hi = np.searchsorted(starts, vs, "right")
+            inside = vs - starts[lo:hi] + v.length <= lengths[lo:hi]
+            out.append(full + int(inside.sum()))
+        return tuple(out)
 
     @property
     def nodes(self) -> tuple[Node, ...]:

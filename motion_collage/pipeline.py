@@ -7,6 +7,7 @@ Used by the ``sample`` command and by the benchmark suites.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -14,13 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from motion_core import defaults
+from motion_core.devices import get_dtype
+
 from .methods import Generation, SamplingSetup, get_method, total_frames
 from .representation import features_to_joints
-from .samplers import ddim_sigmas, ddpm_sigmas, get_sampler, karras_sigmas, prior_noise
-
-SAMPLER_NAMES = ("ddim", "ddpm", "edm")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-EDM_SIGMA_RANGE = (0.002, 80.0)  # EDM's defaults, clipped to the model's trained range
+from .samplers import get_sampler, prior_noise
 
 
 @dataclass
@@ -35,26 +35,6 @@ class Motions:
     features: np.ndarray
     joints: list[np.ndarray]
     generation: Generation
-
-
-def sigma_grid(schedule, sampler: str, steps: int) -> tuple[Tensor, dict[str, Any]]:
-    """Sigma grid and extra sampler arguments for a discrete schedule."""
-    if sampler == "ddim":
-        return ddim_sigmas(schedule, steps), {}
-    if sampler == "ddpm":
-        return ddpm_sigmas(schedule), {}
-    if sampler == "edm":
-        lo = max(EDM_SIGMA_RANGE[0], schedule.sigma_min)
-        hi = min(EDM_SIGMA_RANGE[1], schedule.sigma_max)
-        grid = karras_sigmas(steps, lo, hi)
-        # Round onto trained timesteps: MDM's time embedding is a table lookup.
-        grid[:-1] = schedule.t_to_sigma(schedule.sigma_to_t(grid[:-1]))
-
-        def round_sigma(s: float) -> float:
-            return float(schedule.t_to_sigma(schedule.sigma_to_t(torch.tensor([s], dtype=torch.float64)))[0])
-
-        return grid, {"round_sigma": round_sigma}
-    raise ValueError(f"unknown sampler {sampler!r}; expected one of {list(SAMPLER_NAMES)}")
 
 
 def row_generators(seed: int, rows: Sequence[int], device: torch.device) -> list[torch.Generator]:
@@ -73,37 +53,101 @@ def row_noise_fn(generators: Sequence[torch.Generator]):
     return noise
 
 
-def generate_motions(model, rows: Sequence[Sequence[tuple[str, int]]], *, method: str = "collage",
-                     method_options: Optional[dict] = None, sampler: str = "ddim", steps: int = 50,
-                     eta: float = 0.0, guidance: Optional[float | Sequence[float]] = None, seed: int = 0,
-                     row_offset: int = 0, dtype: str = "fp32", progress: bool = False) -> Motions:
+class FiniteCheck:
+    """Sequence-denoiser wrapper that notes the first sampler step whose x0 is not finite.
+
+    The check runs on the device (no host read per step); :meth:`raise_if_bad` reads it once.
+    A method may run the sampler several times (windows, a second take): :meth:`wrap` starts a run.
+    """
+
+    _RUN = 1_000_000  # a step is recorded as run * _RUN + step
+
+    def __init__(self) -> None:
+        self.denoiser = None
+        self.run = self.step = 0
+        self.first_bad: Optional[Tensor] = None
+
+    def wrap(self, denoiser) -> "FiniteCheck":
+        self.denoiser, self.run, self.step = denoiser, self.run + 1, 0
+        return self
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        x0 = self.denoiser(x, sigma)
+        self.step += 1
+        if self.first_bad is None:
+            self.first_bad = torch.zeros((), dtype=torch.long, device=x0.device)
+        code = torch.full((), self.run * self._RUN + self.step, dtype=torch.long, device=x0.device)
+        bad = ~torch.isfinite(x0).all()
+        self.first_bad = torch.where(bad & (self.first_bad == 0), code, self.first_bad)
+        return x0
+
+    def raise_if_bad(self) -> None:
+        code = 0 if self.first_bad is None else int(self.first_bad)
+        if code:
+            run, step = divmod(code, self._RUN)
+            where = f"sampling step {step}" + (f" of sampler run {run} (windows / takes)" if self.run > 1 else "")
+            raise ValueError(f"the model produced NaN or inf at {where}; "
+                             f"check the model weights and the guidance scale")
+
+
+def _check_settings(steps: int, eta: float, guidance) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    if not (math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+    if guidance is not None and not torch.isfinite(torch.as_tensor(guidance, dtype=torch.float64)).all():
+        raise ValueError(f"guidance must be finite, got {guidance}")
+
+
+def _sampling_setup(model, sampler: str, steps: int, eta: float, gens, progress: bool) -> SamplingSetup:
+    spec = get_sampler(sampler)
+    grid, extra = spec.grid(model.schedule, steps)
+    kwargs: dict[str, Any] = {**extra, "noise": row_noise_fn(gens), "progress": progress}
+    if "eta" in spec.options:
+        kwargs["eta"] = eta
+    return SamplingSetup(spec, grid, kwargs)
+
+
+def generate_motions(model, rows: Sequence[Sequence[tuple[str, int]]], *, method: str = defaults.METHOD,
+                     method_options: Any = None, loop: bool = False, sampler: str = defaults.SAMPLER,
+                     steps: int = defaults.STEPS, eta: float = defaults.ETA,
+                     guidance: Optional[float | Sequence[float]] = None, seed: int = 0, row_offset: int = 0,
+                     dtype: str = defaults.DTYPE, progress: bool = False) -> Motions:
     """Generate one long motion per row of segments ``[(prompt, frames), ...]`` with a loaded model.
 
     ``model`` is an :func:`mdm_adapter.load` result (or anything with ``denoiser``, ``schedule``,
-    ``spec``, ``model_stats`` and ``device`` of its network). ``row_offset`` is the global index
-    of the first row, for per-row seeding across batches.
+    ``spec``, ``model_stats`` and ``device`` of its network). ``method_options``: the method's
+    options (its dataclass, or a mapping of user values: durations in seconds or ``'20f'``);
+    missing ones take the method's defaults. ``loop`` closes each row into a cycle (methods that
+    can). ``guidance`` None: the model's default scale. ``row_offset`` is the global index of the
+    first row, for per-row seeding across batches.
     """
+    _check_settings(steps, eta, guidance)
+    spec = get_method(method)
+    options = spec.make_options(method_options)
+    spec.check_loop(loop)
     device = next(model.network.parameters()).device
-    grid, extra = sigma_grid(model.schedule, sampler, steps)
-    T = total_frames(rows)
     gens = row_generators(seed, range(row_offset, row_offset + len(rows)), device)
-    noise = torch.stack([prior_noise((T, model.spec.feature_dim), float(grid[0]), g, device=device)
+    setup = _sampling_setup(model, sampler, steps, eta, gens, progress)
+    T = total_frames(rows)
+    noise = torch.stack([prior_noise((T, model.spec.feature_dim), float(setup.sigmas[0]), g, device=device)
                          for g in gens])
-    kwargs = {**extra, "noise": row_noise_fn(gens), "progress": progress}
-    if sampler == "ddim":
-        kwargs["eta"] = eta
-    setup = SamplingSetup(get_sampler(sampler), grid, kwargs)
-    autocast = (torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else contextlib.nullcontext())
-    options = dict(method_options or {})
-    if method == "doubletake":
-        options.setdefault("generators", gens)  # the second take's re-noising, per row
+    autocast = (torch.autocast(device.type, dtype=get_dtype(dtype)) if dtype != "fp32" else contextlib.nullcontext())
+    check = FiniteCheck()
+    checked = SamplingSetup(lambda den, x, sigmas, **kw: setup.sampler(check.wrap(den), x, sigmas, **kw),
+                            setup.sigmas, setup.kwargs)
     with autocast:
-        gen = get_method(method)(model.denoiser, rows, noise, setup, max_frames=model.spec.max_frames,
-                                 guidance=guidance, **options)
+        gen = spec(model.denoiser, rows, noise, checked, max_frames=model.spec.max_frames, fps=model.spec.fps,
+                   options=options, loop=loop, guidance=guidance, generators=gens)
+    check.raise_if_bad()
+    return Motions(*_to_joints(gen, model), gen)
+
+
+def _to_joints(gen: Generation, model) -> tuple[np.ndarray, list[np.ndarray]]:
     features = gen.motion.float().cpu().numpy()
     for b, g in enumerate(gen.graphs):
         features[b, g.num_frames:] = 0
     stats = model.model_stats
     joints = [np.asarray(features_to_joints(stats.denormalize(features[b, :g.num_frames]), model.spec))
               for b, g in enumerate(gen.graphs)]
-    return Motions(features, joints, gen)
+    return features, joints

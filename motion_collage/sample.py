@@ -1,8 +1,8 @@
 """``python -m motion_collage.sample``: long, multi-action and looped motion from text.
 
-parse -> build (model, segments) -> generate -> save (atomically) -> render. Bad input gives one
-line on stderr and exit status 2; outputs are written to a temporary folder and moved into place
-only when complete.
+parse (settings, checked before anything slow) -> build (model, segments) -> generate -> save
+(into a temporary folder beside the target, renamed into place when complete, videos included).
+Bad input gives one line on stderr and exit status 2; nothing is left at the output path.
 """
 from __future__ import annotations
 
@@ -14,39 +14,34 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
+import math
 import re
-import shutil
-import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .methods import METHODS
-from .pipeline import DTYPES, SAMPLER_NAMES
+from motion_core import defaults
+from motion_core.cli import OneLineParser, UsageError, run_cli
+from motion_core.devices import DTYPES
+from motion_core.spec import HUMANML3D
+
+from .methods import METHODS, get_method, parse_duration, to_frames
+from .output_dir import AtomicFolder, check_output_dir
+from .samplers import SAMPLERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "save" / "default" / "model.safetensors"
-DEFAULT_SECONDS = 4.0
-DEFAULT_OVERLAP_SECONDS = 1.0
 RENDER_CHOICES = ("none", "skeleton", "smpl")
-
-
-class UsageError(Exception):
-    """A user mistake: reported as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake in one line (and exit status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+MAX_ROW_SECONDS = 3600.0     # one motion at most one hour (graph and noise memory grow with it)
+MAX_ROWS = 100_000           # num_samples x num_repetitions
+MAX_BATCH = 4096
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m motion_collage.sample",
         description="Generate one long motion whose segments follow the prompts in order "
                     "(DiffCollage on an MDM model).")
@@ -55,25 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input_text", metavar="FILE",
                      help="text file, one segment per line: 'prompt' or 'prompt # seconds'")
     p.add_argument("--seconds", nargs="+", metavar="S",
-                   help=f"duration of each segment in seconds, or one value for all (default {DEFAULT_SECONDS})")
+                   help=f"duration of each segment in seconds, or one value for all (default {defaults.SEGMENT_SECONDS})")
     p.add_argument("--loop", action="store_true", help="close the motion into a seamless loop (cycle graph)")
     p.add_argument("--overlap", default=None,
                    help=f"overlap between neighbouring pieces: seconds ('1.0', '1s') or frames ('20f') "
-                        f"(default {DEFAULT_OVERLAP_SECONDS} s; for doubletake this is the handshake)")
+                        f"(default {defaults.OVERLAP_SECONDS} s; for doubletake this is the handshake)")
     p.add_argument("--transition", choices=("null", "prompt"), default="null",
                    help="condition of the overlaps: the null condition (default) or the neighbours' prompt "
                         "when both sides share it")
-    p.add_argument("--method", choices=list(METHODS), default="collage", help="generation method (default collage)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddim", help="sampler (default ddim)")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps for ddim/edm (default 50)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
-    p.add_argument("--guidance_param", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
+    p.add_argument("--method", choices=list(METHODS), default=defaults.METHOD,
+                   help=f"generation method (default {defaults.METHOD})")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=defaults.SAMPLER,
+                   help=f"sampler (default {defaults.SAMPLER})")
+    p.add_argument("--steps", type=int, default=defaults.STEPS,
+                   help=f"sampling steps for samplers that take a step count (default {defaults.STEPS})")
+    p.add_argument("--eta", type=float, default=defaults.ETA, help="DDIM eta (default 0: deterministic)")
+    p.add_argument("--guidance_param", type=float, default=defaults.GUIDANCE,
+                   help=f"classifier-free guidance scale (default {defaults.GUIDANCE})")
     p.add_argument("--num_samples", type=int, default=1, help="motions per repetition (default 1)")
     p.add_argument("--num_repetitions", type=int, default=1, help="repetitions (default 1)")
     p.add_argument("--seed", type=int, default=10, help="random seed (default 10)")
     p.add_argument("--batch_size", type=int, default=64, help="motions generated together (default 64)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default auto)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="compute dtype; bf16/fp16 on GPU only")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or a GPU index")
+    p.add_argument("--dtype", choices=list(DTYPES), default=defaults.DTYPE, help="compute dtype; bf16/fp16 on GPU only")
     p.add_argument("--model_path", default=None,
                    help="official MDM checkpoint (save/<name>/model*.pt with args.json) or a folder; "
                         "default: the embedded model in save/default")
@@ -86,100 +85,234 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ----------------------------------------------------------------------------------- parsing
+# ----------------------------------------------------------------------------------- parse
+
+@dataclass(frozen=True)
+class Prompts:
+    """The timeline as given: prompts and durations in seconds (None: the default)."""
+
+    texts: list[str]
+    seconds: list[float]
+
+    def segments(self, fps: float) -> list[tuple[str, int]]:
+        """``[(prompt, frames), ...]`` at ``fps``."""
+        out = [(p, int(round(s * fps))) for p, s in zip(self.texts, self.seconds)]
+        for p, frames in out:
+            if frames < 1:
+                raise UsageError(f"segment {p!r} is shorter than one frame at {fps:g} fps")
+        return out
+
 
 def parse_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise UsageError(f"seconds must be numbers, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise UsageError(f"seconds must be positive, got {text}")
     return value
+
+
+def clean_prompt(text: str, where: str) -> str:
+    """One line of text: runs of whitespace (line breaks included) become one space."""
+    cleaned = " ".join(text.split())
+    if not cleaned:
+        raise UsageError(f"{where} is empty")
+    return cleaned
 
 
 def read_prompt_file(path: str) -> tuple[list[str], list[Optional[float]]]:
     """Prompts and optional durations from a file of 'prompt' or 'prompt # seconds' lines."""
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"prompt file {path} does not exist")
+        raise UsageError(f"prompt file {path} does not exist (or is not a file)")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"prompt file {path} cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
     prompts, seconds = [], []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        text, _, dur = line.partition("#")
-        if not text.strip():
-            raise UsageError(f"{path}:{n}: empty prompt")
-        prompts.append(text.strip())
+        words, _, dur = line.partition("#")
+        prompts.append(clean_prompt(words, f"{path}:{n}: the prompt"))
         seconds.append(parse_seconds(dur.strip()) if dur.strip() else None)
     if not prompts:
         raise UsageError(f"prompt file {path} is empty")
     return prompts, seconds
 
 
-def resolve_segments(args: argparse.Namespace, fps: float) -> list[tuple[str, int]]:
-    """``[(prompt, frames), ...]`` from --prompts/--input_text and --seconds."""
+def parse_prompts(args: argparse.Namespace) -> Prompts:
+    """Prompts and durations from --prompts/--input_text and --seconds."""
     if args.input_text:
-        prompts, file_seconds = read_prompt_file(args.input_text)
+        texts, file_seconds = read_prompt_file(args.input_text)
     else:
-        prompts, file_seconds = list(args.prompts), [None] * len(args.prompts)
-    for i, p in enumerate(prompts):
-        if not p.strip():
-            raise UsageError(f"prompt {i + 1} is empty")
+        texts = [clean_prompt(p, f"prompt {i + 1}") for i, p in enumerate(args.prompts)]
+        file_seconds = [None] * len(texts)
     if args.seconds:
         values = [parse_seconds(s) for s in args.seconds]
         if len(values) == 1:
-            values = values * len(prompts)
-        elif len(values) != len(prompts):
-            raise UsageError(f"got {len(values)} --seconds values for {len(prompts)} prompts; "
+            values = values * len(texts)
+        elif len(values) != len(texts):
+            raise UsageError(f"got {len(values)} --seconds values for {len(texts)} prompts; "
                              "give one value per prompt or a single value for all")
     else:
-        values = [s if s is not None else DEFAULT_SECONDS for s in file_seconds]
-    segments = [(p.strip(), int(round(s * fps))) for p, s in zip(prompts, values)]
-    for p, frames in segments:
-        if frames < 1:
-            raise UsageError(f"segment {p!r} is shorter than one frame at {fps:g} fps")
-    return segments
+        values = [s if s is not None else defaults.SEGMENT_SECONDS for s in file_seconds]
+    if sum(values) > MAX_ROW_SECONDS:
+        raise UsageError(f"the motion would last {sum(values):g} s; the limit is {MAX_ROW_SECONDS:g} s per motion")
+    return Prompts(texts, values)
 
 
-def parse_overlap(text: Optional[str], fps: float) -> int:
-    """Overlap in frames from '1.0' / '1s' (seconds) or '20f' (frames)."""
+def parse_overlap(text: Optional[str]):
+    """The overlap as seconds ('1.0', '1s') or Frames ('20f'); None keeps the method's default."""
     if text is None:
-        return int(round(DEFAULT_OVERLAP_SECONDS * fps))
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|f)?\s*", text)
-    if not m:
-        raise UsageError(f"overlap must be seconds ('1.0', '1s') or frames ('20f'), got {text!r}")
-    value, unit = float(m.group(1)), m.group(2) or "s"
-    if unit == "f" and value != int(value):
-        raise UsageError(f"an overlap in frames must be a whole number, got {text!r}")
-    return int(value) if unit == "f" else int(round(value * fps))
+        return None
+    try:
+        return parse_duration(text, "overlap")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def method_options(method: str, overlap: int) -> dict:
-    """Per-method options derived from the common ones."""
-    if method in ("collage", "average"):
-        return {"overlap": overlap}
-    if method == "doubletake":
-        return {"handshake": overlap}
-    return {}
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option finite and in range (the limit in the message)."""
+    if not 1 <= args.steps <= 1000:
+        raise UsageError(f"--steps must be between 1 and 1000 (the trained timesteps), got {args.steps}")
+    if not (math.isfinite(args.eta) and args.eta >= 0):
+        raise UsageError(f"--eta must be a finite number >= 0, got {args.eta}")
+    if args.eta != defaults.ETA and "eta" not in SAMPLERS[args.sampler].options:
+        raise UsageError(f"--eta applies to samplers {[n for n, s in SAMPLERS.items() if 'eta' in s.options]}, "
+                         f"not to {args.sampler!r}")
+    if not math.isfinite(args.guidance_param):
+        raise UsageError(f"--guidance_param must be a finite number, got {args.guidance_param}")
+    for name, top in (("num_samples", MAX_ROWS), ("num_repetitions", MAX_ROWS), ("batch_size", MAX_BATCH)):
+        if not 1 <= getattr(args, name) <= top:
+            raise UsageError(f"--{name} must be between 1 and {top}, got {getattr(args, name)}")
+    if args.num_samples * args.num_repetitions > MAX_ROWS:
+        raise UsageError(f"--num_samples x --num_repetitions must be at most {MAX_ROWS}, "
+                         f"got {args.num_samples * args.num_repetitions}")
 
 
-def resolve_device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available; use --device cpu")
-    return name
+def method_options(method: str, overlap, transition: str) -> Any:
+    """The method's options with the command line's overlap and transition where it has them."""
+    spec = get_method(method)
+    values: dict[str, Any] = {}
+    if overlap is not None and "overlap" in spec.option_names():
+        values["overlap"] = overlap
+    if "transition" in spec.option_names():
+        values["transition"] = transition
+    return spec.make_options(values)
 
 
-def default_output_dir(segments: Sequence[tuple[str, int]], method: str, loop: bool, seed: int) -> Path:
-    words = re.sub(r"[^a-z0-9]+", "_", segments[0][0].lower()).strip("_")[:40] or "motion"
-    more = f"_and_{len(segments) - 1}_more" if len(segments) > 1 else ""
+def default_output_dir(prompts: Sequence[str], method: str, loop: bool, seed: int) -> Path:
+    words = re.sub(r"[^a-z0-9]+", "_", prompts[0].lower()).strip("_")[:40] or "motion"
+    more = f"_and_{len(prompts) - 1}_more" if len(prompts) > 1 else ""
     return REPO_ROOT / "save" / "samples" / f"{method}{'_loop' if loop else ''}_{words}{more}_seed{seed}"
 
 
-# ----------------------------------------------------------------------------------- saving
+@dataclass(frozen=True)
+class Job:
+    """Everything ``sample`` will do, checked before the model is loaded."""
+
+    args: argparse.Namespace
+    prompts: Prompts
+    options: Any
+    device: str
+    out_dir: Path
+
+
+def parse(args: argparse.Namespace) -> Job:
+    """Check every setting and the output path before anything slow starts."""
+    from motion_core.devices import resolve_device
+
+    check_numbers(args)
+    device = resolve_device(args.device)
+    if args.dtype != "fp32" and device == "cpu":
+        raise UsageError(f"--dtype {args.dtype} needs a GPU; on the CPU use --dtype fp32")
+    prompts = parse_prompts(args)
+    get_method(args.method).check_loop(args.loop)
+    options = method_options(args.method, parse_overlap(args.overlap), args.transition)
+    if args.stats_dir is not None and not Path(args.stats_dir).is_dir():
+        raise UsageError(f"--stats_dir {args.stats_dir} is not a folder")
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(
+        prompts.texts, args.method, args.loop, args.seed)
+    check_output_dir(out_dir, args.overwrite)
+    return Job(args, prompts, options, device, out_dir)
+
+
+# ----------------------------------------------------------------------------------- build
+
+def build(job: Job):
+    """Load the model (and check the body model and statistics) before sampling."""
+    from mdm_adapter import load
+
+    args = job.args
+    if args.render == "smpl":
+        from .smpl_fit import load_smpl
+        load_smpl(args.smpl_dir)  # a missing body model fails now, not after sampling
+    model = load(Path(args.model_path) if args.model_path else DEFAULT_MODEL, device=job.device,
+                 guidance_scale=args.guidance_param, clip_path=args.clip_path, stats_dir=args.stats_dir)
+    _ = model.model_stats  # fail now, not after sampling, if the statistics are missing
+    if job.device == "cpu":
+        # Same x0 (within 1e-5), but short overlap pieces are not padded to the longest piece:
+        # about 1.8x faster where FLOPs are the limit (docs/performance.md). On a GPU one call wins.
+        model.denoiser.length_buckets = 2
+    return model
+
+
+# ----------------------------------------------------------------------------------- generate
+
+@dataclass
+class Generated:
+    results: dict
+    features: np.ndarray
+    settings: dict
+
+
+def generate(job: Job, model) -> Generated:
+    """All rows, batch by batch, each row seeded by its global index."""
+    from .graph import GraphError
+    from .pipeline import generate_motions
+
+    args = job.args
+    segments = job.prompts.segments(model.spec.fps)
+    try:
+        get_method(args.method).check_timeline([segments], model.spec.max_frames, model.spec.fps, job.options,
+                                               args.loop)
+    except GraphError as exc:
+        raise UsageError(str(exc)) from None
+    n_rows = args.num_samples * args.num_repetitions
+    started = time.perf_counter()
+    features, joints, seg_rows = [], [], []
+    for first in range(0, n_rows, args.batch_size):
+        count = min(args.batch_size, n_rows - first)
+        batch = generate_motions(model, [segments] * count, method=args.method, method_options=job.options,
+                                 loop=args.loop, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                                 guidance=args.guidance_param, seed=args.seed, row_offset=first, dtype=args.dtype,
+                                 progress=True)
+        features.append(batch.features)
+        joints += batch.joints
+        seg_rows += [[{"text": s.prompt, "start": s.start, "end": s.end} for s in g.segments]
+                     for g in batch.generation.graphs]
+    text = " | ".join(p for p, _ in segments)
+    results = results_dict(joints, seg_rows, [text] * n_rows, args.num_samples, args.num_repetitions, args.loop)
+    settings = job_settings(job, model, segments, time.perf_counter() - started)
+    return Generated(results, np.concatenate(features), settings)
+
+
+def job_settings(job: Job, model, segments: list[tuple[str, int]], seconds: float) -> dict:
+    """args.json: every setting, resolved."""
+    spec = get_method(job.args.method)
+    frame_kwargs = spec.make_options(job.options).frame_kwargs(model.spec.fps)
+    overlap = getattr(job.options, "overlap", None)
+    return {**vars(job.args), "device": job.device, "resolved_model_path": str(model.path),
+            "segments_frames": [[p, f] for p, f in segments],
+            "overlap_frames": None if overlap is None else to_frames(overlap, model.spec.fps),
+            "method_options": {**frame_kwargs, **({"loop": job.args.loop} if spec.loops else {})},
+            "total_frames": sum(f for _, f in segments), "fps": model.spec.fps,
+            "sampling_seconds": round(seconds, 3)}
+
+
+# ----------------------------------------------------------------------------------- save
 
 def results_dict(joints: list[np.ndarray], segments_rows: list[list[dict]], texts: list[str],
                  num_samples: int, num_repetitions: int, loop: bool) -> dict:
@@ -208,98 +341,7 @@ def save_outputs(folder: Path, results: dict, features: np.ndarray, settings: di
     (folder / "results.txt").write_text("\n".join(results["text"]) + "\n", encoding="utf-8")
     (folder / "results_len.txt").write_text("\n".join(str(int(n)) for n in results["lengths"]) + "\n")
     np.save(folder / "features.npy", features.astype(np.float32))
-    (folder / "args.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-
-
-# ----------------------------------------------------------------------------------- main
-
-def run(args: argparse.Namespace) -> Path:
-    """Generate, save and render; returns the output folder."""
-    import torch
-
-    from mdm_adapter import load
-
-    if args.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {args.steps}")
-    for name in ("num_samples", "num_repetitions", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.eta < 0:
-        raise UsageError(f"--eta must be >= 0, got {args.eta}")
-    device = resolve_device(args.device)
-    if args.dtype != "fp32" and device == "cpu":
-        raise UsageError(f"--dtype {args.dtype} needs a GPU; on the CPU use --dtype fp32")
-
-    from motion_core.spec import HUMANML3D
-    segments = resolve_segments(args, HUMANML3D.fps)  # fps checked again against the model below
-    overlap = parse_overlap(args.overlap, HUMANML3D.fps)
-    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(segments, args.method, args.loop, args.seed)
-    if out_dir.exists() and not args.overwrite:
-        raise UsageError(f"output folder {out_dir} exists; pass --overwrite or choose --output_dir")
-
-    # Check the graph before the (slow) model load: bad lengths fail fast.
-    from .graph import chain, cycle
-    opts = method_options(args.method, overlap)
-    if args.method in ("collage", "average", "doubletake"):
-        (cycle if args.loop else chain)(segments, overlap=overlap, max_frames=HUMANML3D.max_frames)
-
-    if args.render == "smpl":
-        from .smpl_fit import load_smpl
-        load_smpl(args.smpl_dir)  # a missing body model fails now, not after sampling
-    model_path = Path(args.model_path) if args.model_path else DEFAULT_MODEL
-    model = load(model_path, device=device, guidance_scale=args.guidance_param, clip_path=args.clip_path,
-                 stats_dir=args.stats_dir)
-    if model.spec.fps != HUMANML3D.fps:
-        segments = resolve_segments(args, model.spec.fps)
-        overlap = parse_overlap(args.overlap, model.spec.fps)
-        opts = method_options(args.method, overlap)
-    _ = model.model_stats  # fail now, not after sampling, if the statistics are missing
-    if device == "cpu":
-        # Same x0 (within 1e-5), but short overlap pieces are not padded to the longest piece:
-        # about 1.8x faster where FLOPs are the limit (docs/performance.md). On a GPU one call wins.
-        model.denoiser.length_buckets = 2
-
-    if args.method in ("collage", "average", "doubletake"):
-        opts = {**opts, "loop": args.loop}
-    elif args.loop:
-        raise UsageError(f"--method {args.method} cannot make a loop; use collage, average or doubletake")
-    if args.method == "collage":
-        opts = {**opts, "transition": args.transition}
-
-    from .pipeline import generate_motions
-    n_rows = args.num_samples * args.num_repetitions
-    started = time.perf_counter()
-    features, joints, seg_rows = [], [], []
-    T = sum(f for _, f in segments)
-    for first in range(0, n_rows, args.batch_size):
-        count = min(args.batch_size, n_rows - first)
-        batch = generate_motions(model, [segments] * count, method=args.method, method_options=opts,
-                                 sampler=args.sampler, steps=args.steps, eta=args.eta, guidance=args.guidance_param,
-                                 seed=args.seed, row_offset=first, dtype=args.dtype, progress=True)
-        features.append(batch.features)
-        joints += batch.joints
-        seg_rows += [[{"text": s.prompt, "start": s.start, "end": s.end} for s in g.segments]
-                     for g in batch.generation.graphs]
-    sampling_seconds = time.perf_counter() - started
-    text = " | ".join(p for p, _ in segments)
-    results = results_dict(joints, seg_rows, [text] * n_rows, args.num_samples, args.num_repetitions, args.loop)
-    settings = {**vars(args), "device": device, "resolved_model_path": str(model.path),
-                "segments_frames": [[p, f] for p, f in segments], "overlap_frames": overlap,
-                "method_options": {k: v for k, v in opts.items()}, "total_frames": T,
-                "fps": model.spec.fps, "sampling_seconds": round(sampling_seconds, 3)}
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        save_outputs(tmp, results, np.concatenate(features), settings)
-        render_videos(tmp, results, args, model.spec)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # only with --overwrite, checked above
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    (folder / "args.json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def render_videos(folder: Path, results: dict, args: argparse.Namespace, spec) -> None:
@@ -323,23 +365,29 @@ def render_videos(folder: Path, results: dict, args: argparse.Namespace, spec) -
                             progress=True)
 
 
+def save(job: Job, model, out: Generated) -> Path:
+    """Everything into a temporary folder beside the target, renamed into place when complete."""
+    with AtomicFolder(job.out_dir, overwrite=job.args.overwrite) as tmp:
+        save_outputs(tmp, out.results, out.features, out.settings)
+        render_videos(tmp, out.results, job.args, model.spec)
+    return job.out_dir
+
+
+# ----------------------------------------------------------------------------------- main
+
+def run(args: argparse.Namespace) -> str:
+    """parse -> build -> generate -> save; returns the final line to print."""
+    job = parse(args)
+    model = build(job)
+    out_dir = save(job, model, generate(job, model))
+    return f"done: results, features, settings and videos in {out_dir}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)  # one line and status 2 on unknown options or values
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        out_dir = run(args)
-    except (UsageError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 130
-    print(f"done: results, features, settings and videos in {out_dir}")
-    return 0
+    from .output_dir import terminate_as_interrupt
+    terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -18,7 +18,8 @@ The schedule helpers build the sigma grids: :func:`ddim_sigmas` (subset of discr
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -173,17 +174,99 @@ def sample_euler(denoiser: SequenceDenoiser, x: Tensor, sigmas: Tensor, **kwargs
     return sample_heun(denoiser, x, sigmas, second_order=False, **kwargs)
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddim": sample_ddim,
-    "ddpm": sample_ddpm,
-    "edm": sample_heun,
-    "euler": sample_euler,
-}
+# --------------------------------------------------------------------------- sigma-grid rules
+
+EDM_SIGMA_RANGE = (0.002, 80.0)  # EDM's defaults, clipped to the model's trained range
 
 
-def get_sampler(name: str) -> Callable[..., Tensor]:
+class TrainedSigmas(DiscreteSigmas, Protocol):
+    """A discrete schedule that can also round sigmas onto its trained timesteps."""
+
+    sigma_min: float
+    sigma_max: float
+
+    def sigma_to_t(self, sigma: Tensor) -> Tensor: ...
+
+    def t_to_sigma(self, t: Tensor) -> Tensor: ...
+
+
+GridRule = Callable[[TrainedSigmas, int], tuple[Tensor, dict[str, Any]]]
+
+
+def ddim_grid(schedule: TrainedSigmas, steps: int) -> tuple[Tensor, dict[str, Any]]:
+    """The DDIM timestep subset of the schedule; no extra sampler arguments."""
+    return ddim_sigmas(schedule, steps), {}
+
+
+def ddpm_grid(schedule: TrainedSigmas, steps: int) -> tuple[Tensor, dict[str, Any]]:
+    """Every trained timestep (``steps`` is not used: DDPM walks the whole chain)."""
+    return ddpm_sigmas(schedule), {}
+
+
+def edm_grid(schedule: TrainedSigmas, steps: int) -> tuple[Tensor, dict[str, Any]]:
+    """EDM's rho schedule rounded onto trained timesteps (MDM's time embedding is a table lookup),
+    plus the ``round_sigma`` the sampler applies to churned sigmas."""
+    lo = max(EDM_SIGMA_RANGE[0], schedule.sigma_min)
+    hi = min(EDM_SIGMA_RANGE[1], schedule.sigma_max)
+    grid = karras_sigmas(steps, lo, hi)
+    grid[:-1] = schedule.t_to_sigma(schedule.sigma_to_t(grid[:-1]))
+
+    def round_sigma(s: float) -> float:
+        return float(schedule.t_to_sigma(schedule.sigma_to_t(torch.tensor([s], dtype=torch.float64)))[0])
+
+    return grid, {"round_sigma": round_sigma}
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler: its function, its sigma-grid rule on a discrete schedule, the user options it takes.
+
+    Calling the spec calls the sampler, so a spec can stand wherever a sampler function does.
+    """
+
+    name: str
+    sample: Callable[..., Tensor]
+    grid: GridRule
+    options: tuple[str, ...] = ()
+    uses_steps: bool = True
+    summary: str = ""
+
+    def __call__(self, denoiser: SequenceDenoiser, x: Tensor, sigmas: Tensor, **kwargs) -> Tensor:
+        return self.sample(denoiser, x, sigmas, **kwargs)
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))}; "
+                             f"its options: {list(self.options) or 'none'}")
+
+
+SAMPLERS: dict[str, SamplerSpec] = {}
+
+
+def register_sampler(spec: SamplerSpec) -> SamplerSpec:
+    """Add a sampler to the registry."""
+    if spec.name in SAMPLERS:
+        raise ValueError(f"sampler {spec.name!r} is registered twice")
+    SAMPLERS[spec.name] = spec
+    return spec
+
+
+register_sampler(SamplerSpec("ddim", sample_ddim, ddim_grid, options=("eta",),
+                             summary="DDIM subset of the trained steps (eta 0: deterministic)"))
+register_sampler(SamplerSpec("ddpm", sample_ddpm, ddpm_grid, uses_steps=False,
+                             summary="the release's ancestral loop over every trained step"))
+register_sampler(SamplerSpec("edm", sample_heun, edm_grid, options=("churn",),
+                             summary="EDM Heun with churn, sigmas rounded to trained steps"))
+register_sampler(SamplerSpec("euler", sample_euler, edm_grid, options=("churn",),
+                             summary="EDM's first-order (Euler) variant on the same grid"))
+
+
+def get_sampler(name: str) -> SamplerSpec:
     """Look up a sampler by name; an unknown name lists the choices."""
     try:
         return SAMPLERS[name]
     except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}") from None
+        raise ValueError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}") from None

@@ -79,3 +79,32 @@ def test_uncovered_frames_and_bad_weights_are_rejected():
 def test_single_graph_is_one_factor():
     g = single("walk", 50)
     assert len(g.factors) == 1 and not g.variables and g.num_frames == 50
+
+
+def _brute_force_degrees(g):
+    member = np.zeros((len(g.factors), g.num_frames), dtype=bool)
+    for i, f in enumerate(g.factors):
+        member[i, f.frames(g.num_frames)] = True
+    return tuple(int(member[:, v.frames(g.num_frames)].all(axis=1).sum()) for v in g.variables)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_degrees_equal_the_brute_force_containment_count(loop):
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        segments = [(f"p{i}", int(rng.integers(20, 300))) for i in range(int(rng.integers(1, 8)))]
+        overlap = int(rng.integers(0, 19))
+        build = cycle if loop else chain
+        try:
+            g = build(segments, overlap=overlap, max_frames=int(rng.integers(60, 197)))
+        except GraphError:
+            continue
+        assert g.degrees == _brute_force_degrees(g)
+    # hand-made: nested variables, a factor over every frame of a loop, a wrapping factor
+    g = FactorGraph(10, (Node(0, 10, "a"), Node(8, 4, "b")), (Node(8, 4, None),), loop=True)
+    assert g.degrees == (2,) == _brute_force_degrees(g)
+
+
+def test_a_chain_of_ten_thousand_segments_builds_in_linear_memory():
+    g = chain([("a", 40)] * 10_000, overlap=20, max_frames=196)
+    assert len(g.variables) == 9_999 and set(g.degrees) == {2}

@@ -123,6 +123,6 @@ def test_seeded_stochastic_sampling_is_reproducible_and_callback_sees_every_step
 
 
 def test_registry_lists_choices_on_unknown_name():
-    assert get_sampler("ddim") is sample_ddim
+    assert get_sampler("ddim").sample is sample_ddim
     with pytest.raises(ValueError, match="expected one of"):
         get_sampler("plms")

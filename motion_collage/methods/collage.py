@@ -1,0 +1,124 @@
+"""The collage (DiffCollage) and the methods that share its one-call-per-step denoiser.
+
+=========== ========================================================= ====================
+method      what it does                                              sequential calls
+=========== ========================================================= ====================
+collage     DiffCollage: factors + variable nodes, signed merge       1 per step
+average     MultiDiffusion: overlapping factors averaged per frame    1 per step
+independent each segment alone, concatenated (no overlap)             1 per step
+naive       the whole sequence as one model input                     1 per step
+=========== ========================================================= ====================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from motion_core import defaults
+from motion_core.denoiser import PieceDenoiser
+from torch import Tensor
+
+from ..collage import CollageDenoiser, Guidance
+from ..denoiser import CallCounter
+from ..graph import FactorGraph, GraphError, Node
+from .base import (Duration, Generation, MethodSpec, SamplingSetup, check_noise, finish, register_method,
+                   timeline_graphs, to_frames)
+
+TRANSITIONS = ("null", "prompt")
+
+
+@dataclass(frozen=True)
+class CollageOptions:
+    """overlap: length of each boundary's variable node; transition: its condition ("null", or
+    "prompt": the neighbours' prompt when both sides share it)."""
+
+    overlap: Duration = defaults.OVERLAP_SECONDS
+    transition: str = "null"
+
+    def __post_init__(self) -> None:
+        if self.transition not in TRANSITIONS:
+            raise ValueError(f"transition must be one of {list(TRANSITIONS)}, got {self.transition!r}")
+
+    def frame_kwargs(self, fps: float) -> dict:
+        return {"overlap": to_frames(self.overlap, fps), "transition": self.transition}
+
+
+@dataclass(frozen=True)
+class AverageOptions:
+    """overlap: frames shared by neighbouring factors (averaged there)."""
+
+    overlap: Duration = defaults.OVERLAP_SECONDS
+
+    def frame_kwargs(self, fps: float) -> dict:
+        return {"overlap": to_frames(self.overlap, fps)}
+
+
+def generate_collage(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
+                     max_frames: int, overlap: int, loop: bool = False, transition: str = "null",
+                     guidance: Guidance = None) -> Generation:
+    """DiffCollage on a chain (or cycle) of the segments."""
+    counter = CallCounter(piece_denoiser)
+    graphs = timeline_graphs(rows, max_frames, overlap, loop, transition)
+    check_noise(noise, graphs)
+    motion = setup.run(CollageDenoiser(counter, graphs, guidance), noise)
+    return finish(counter, motion, graphs)
+
+
+def generate_average(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
+                     max_frames: int, overlap: int, loop: bool = False, guidance: Guidance = None) -> Generation:
+    """MultiDiffusion: the same factors as the collage, overlaps averaged, no variable nodes."""
+    counter = CallCounter(piece_denoiser)
+    graphs = timeline_graphs(rows, max_frames, overlap, loop)
+    check_noise(noise, graphs)
+    motion = setup.run(CollageDenoiser(counter, graphs, guidance, include_variables=False), noise)
+    return finish(counter, motion, graphs)
+
+
+def generate_independent(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
+                         max_frames: int, guidance: Guidance = None, loop: bool = False) -> Generation:
+    """Each segment generated on its own (no overlap), concatenated; all in one batch."""
+    if loop:
+        raise GraphError("method 'independent' cannot make a loop; use collage, average or doubletake")
+    return generate_collage(piece_denoiser, rows, noise, setup, max_frames=max_frames, overlap=0,
+                            guidance=guidance)
+
+
+def naive_prompt(segments: Sequence[tuple[str, int]]) -> str:
+    """The single prompt of the naive baseline: the segments' prompts in order."""
+    prompts: list[str] = []
+    for p, _ in segments:
+        if not prompts or prompts[-1] != p:
+            prompts.append(p)
+    return ", then ".join(prompts)
+
+
+def generate_naive(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
+                   max_frames: int, guidance: Guidance = None, loop: bool = False) -> Generation:
+    """The whole sequence as one model input (beyond the training length when it is long)."""
+    if loop:
+        raise GraphError("method 'naive' cannot make a loop; use collage, average or doubletake")
+    counter = CallCounter(piece_denoiser)
+    timelines = timeline_graphs(rows, max_frames=10 ** 9)
+    graphs = [FactorGraph(g.num_frames, (Node(0, g.num_frames, naive_prompt(r)),), (), g.segments)
+              for g, r in zip(timelines, rows)]
+    check_noise(noise, graphs)
+    motion = setup.run(CollageDenoiser(counter, graphs, guidance), noise)
+    return finish(counter, motion, timelines)
+
+
+def collage_timeline(rows, max_frames: int, loop: bool, *, overlap: int, transition: str = "null"):
+    return timeline_graphs(rows, max_frames, overlap, loop, transition)
+
+
+register_method(MethodSpec(
+    "collage", generate_collage, CollageOptions, loops=True, timeline=collage_timeline,
+    summary="DiffCollage: factors + variable nodes, signed merge in x0 space"))
+register_method(MethodSpec(
+    "average", generate_average, AverageOptions, loops=True, timeline=collage_timeline,
+    summary="MultiDiffusion: the same overlapping factors, overlaps averaged, no variable nodes"))
+register_method(MethodSpec(
+    "independent", generate_independent,
+    summary="each segment generated alone, concatenated"))
+register_method(MethodSpec(
+    "naive", generate_naive,
+    summary="the whole sequence as one model input (beyond the training length when long)"))
