@@ -9,6 +9,7 @@ them and get the official values.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -55,6 +56,7 @@ class MDMArgs:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         get_spec(self.dataset)  # raises on an unknown dataset
         if self.arch not in ARCHS:
             hint = " (the release defines it but never published a checkpoint)" if self.arch == "gru" else ""
@@ -83,6 +85,29 @@ class MDMArgs:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.cond_mask_prob < 1.0:
             raise ValueError(f"cond_mask_prob must be in [0, 1), got {self.cond_mask_prob}")
+
+    def _check_types(self) -> None:
+        """Each key has the JSON type of its default (ints count as floats); floats are finite."""
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if f.name == "extra" or (f.name == "text_feature_dim" and value is None):
+                continue
+            if f.name == "text_feature_dim":
+                default = 0
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, (int, float)):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                ok = ok and (isinstance(value, int) if isinstance(default, int) else math.isfinite(value))
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                kind = ("true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int)
+                        else "a finite number" if isinstance(default, float) else "a string")
+                raise ValueError(f"args.json key {f.name!r} must be {kind}, got {value!r}")
+        name = self.text_encoder_file
+        if not name or name != Path(name).name or name in (".", ".."):
+            raise ValueError(f"text_encoder_file must be a file name beside the weights, got {name!r}")
 
     # ----------------------------------------------------------------- derived values
     @property

@@ -11,6 +11,7 @@ file, the key or the shapes involved.
 """
 from __future__ import annotations
 
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from motion_core.devices import resolve_device
 from motion_core.normalization import ModelStats
 from motion_core.spec import DatasetSpec
 
@@ -77,9 +79,34 @@ class LoadedModel:
                 looked = ", ".join(str(p) for p in self.stats_searched)
                 raise FileNotFoundError(f"Mean.npy / Std.npy for {self.path.name} not found (looked in {looked}); "
                                         f"put the dataset's Mean.npy and Std.npy beside the model or pass stats_dir")
-            mean_path, std_path = self.stats_paths
-            self._stats = ModelStats(np.load(mean_path), np.load(std_path))
+            self._stats = ModelStats(*(read_stats_file(p) for p in self.stats_paths))
         return self._stats
+
+
+def read_stats_file(path: Path) -> np.ndarray:
+    """One of ``Mean.npy`` / ``Std.npy``: a finite float vector (never unpickled)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"cannot read {path} ({' '.join(str(err).split()) or type(err).__name__}); expected the "
+                         f"dataset's {path.name}, a float array saved by numpy") from None
+    if array.dtype.kind not in "fiu" or array.ndim != 1:
+        raise ValueError(f"{path} holds a {array.dtype} array of shape {array.shape}, expected a 1-D float vector")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{path} contains NaN or infinite values; use the dataset's original {path.name}")
+    return array
+
+
+def check_guidance_scale(value: Optional[float]) -> float:
+    """The CFG scale as a float: None means the release's 2.5; NaN, infinite or negative is refused."""
+    if value is None:
+        return 2.5
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"guidance_scale must be a number, got {value!r}")
+    if not math.isfinite(float(value)) or value < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance, the release uses 2.5), "
+                         f"got {value}")
+    return float(value)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: Optional[float] = None,
@@ -98,18 +125,21 @@ def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: O
     text_precision: CLIP precision, "auto" (fp16 on CUDA as the release, fp32 on CPU), "fp16"
     (the release's numbers on any device) or "fp32".
     """
+    device = resolve_device(device)
+    scale = check_guidance_scale(guidance_scale)
     weights_path = resolve_checkpoint(path)
     args = MDMArgs.from_json(weights_path.parent / "args.json")
     state = read_state_dict(weights_path, use_ema=args.use_ema)
     check_state_dict(state, args, weights_path)
     network = MDM.from_args(args)
-    network.load_state_dict({k: v for k, v in state.items() if k in network.state_dict()})
+    wanted = {k: v for k, v in state.items() if k in network.state_dict()}
+    check_finite(wanted, weights_path)
+    network.load_state_dict(wanted)
     network = network.to(device).eval().requires_grad_(False)
 
     if text_encoder is None:
         text_encoder = build_text_encoder(args, weights_path.parent, device, clip_path, text_precision)
     schedule = DiscreteSchedule.from_name(args.noise_schedule, args.diffusion_steps)
-    scale = 2.5 if guidance_scale is None else float(guidance_scale)
     denoiser = MDMPieceDenoiser(network, text_encoder, schedule, guidance_scale=scale,
                                 supports_guidance=args.guidance_enabled, mask_frames=mask_frames)
     stats_paths, searched = find_stats(weights_path.parent, args.dataset, stats_dir)
@@ -206,6 +236,15 @@ def check_state_dict(state: dict[str, Tensor], args: MDMArgs, path: Path) -> Non
             raise ValueError(f"{path.name}: key {key!r} has shape {tuple(found[key].shape)}, args.json implies "
                              f"{shape} (dataset={args.dataset}, latent_dim={args.latent_dim}, "
                              f"text={args.text_encoder_type})")
+
+
+def check_finite(state: dict[str, Tensor], path: Path) -> None:
+    """Refuse weights with NaN or infinite values, naming the first such tensor."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            count = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{path.name}: tensor {key!r} holds {count} NaN or infinite values (of "
+                             f"{value.numel()}); the checkpoint is corrupt or training diverged: use another one")
 
 
 def build_text_encoder(args: MDMArgs, model_dir: Path, device: str | torch.device = "cpu",

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 FORMAT = "motion-collage-bow-1"
@@ -175,17 +174,51 @@ class BagOfWordsEncoder:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "BagOfWordsEncoder":
-        """Load an encoder written by :meth:`save`."""
+        """Load an encoder written by :meth:`save`; a damaged file is one ValueError naming it."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"text encoder file not found: {path} (expected a bag-of-words .safetensors)")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta, vectors = _read_file(path)
         if meta.get("format") != FORMAT or "vocabulary" not in meta:
             raise ValueError(f"{path} is not a bag-of-words text encoder (format {meta.get('format')!r}, expected {FORMAT!r})")
-        vectors = load_file(str(path))["vectors"]
-        known = json.loads(meta["known_words"]) if "known_words" in meta else None
-        indicators = json.loads(meta["indicator_words"]) if "indicator_words" in meta else None
-        return cls(json.loads(meta["vocabulary"]), vectors, json.loads(meta["stopwords"]), known, indicators)
+        words = {name: _word_list(path, meta, name) for name in ("vocabulary", "stopwords", "known_words",
+                                                                   "indicator_words")}
+        if words["stopwords"] is None:
+            raise ValueError(f"{path}: metadata lacks 'stopwords'; the file is damaged, export the encoder again")
+        if vectors is None:
+            raise ValueError(f"{path} holds no 'vectors' tensor; the file is damaged, export the encoder again")
+        if vectors.ndim != 2 or not vectors.is_floating_point() or not bool(torch.isfinite(vectors).all()):
+            raise ValueError(f"{path}: 'vectors' must be a finite float [V, E] tensor, got {vectors.dtype} "
+                             f"{tuple(vectors.shape)}; the file is damaged")
+        try:
+            return cls(words["vocabulary"], vectors, words["stopwords"], words["known_words"],
+                       words["indicator_words"])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+def _read_file(path: Path) -> tuple[dict[str, str], Tensor | None]:
+    """(metadata, vectors or None) of a safetensors file; anything unreadable is a ValueError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            vectors = f.get_tensor("vectors") if "vectors" in f.keys() else None
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {path} as safetensors ({' '.join(str(err).split())}); the text encoder "
+                         f"file is truncated, corrupt or of another format") from None
+    return meta, vectors
+
+
+def _word_list(path: Path, meta: dict[str, str], name: str) -> list[str] | None:
+    """A JSON list of words stored in the metadata (None when absent)."""
+    if name not in meta:
+        return None
+    try:
+        words = json.loads(meta[name])
+    except ValueError as err:
+        raise ValueError(f"{path}: metadata {name!r} is not JSON ({err}); the file is damaged") from None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ValueError(f"{path}: metadata {name!r} must be a JSON list of words, got {type(words).__name__}")
+    return words

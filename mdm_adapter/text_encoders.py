@@ -49,6 +49,10 @@ BERT_HF_REPO = "distilbert-base-uncased"
 MDM_CLIP_CONTEXT = 22  # start + at most 20 BPE tokens + end (the release's HumanML3D/KIT setting)
 
 
+class MissingDependencyError(ImportError, ValueError):
+    """An optional package is not installed: an ImportError that command lines report in one line."""
+
+
 class TextEncoder(Protocol):
     """prompts -> features: ``[n, F]`` (pooled) or ``(tokens [n, S, F], padding [n, S])``."""
 
@@ -235,6 +239,28 @@ class ClipBPETokenizer:
 
 
 # ======================================================================= CLIP text tower
+# Top-level text-tower weights (OpenAI names) and the dimensions each must have.
+CLIP_TEXT_KEYS = {"token_embedding.weight": 2, "positional_embedding": 2, "ln_final.weight": 1,
+                  "ln_final.bias": 1, "text_projection": 2}
+
+
+def check_clip_text_keys(state: dict, source: str) -> None:
+    """Refuse a state dict without CLIP's text tower (one line naming ``source`` and the missing keys)."""
+    missing = [k for k in CLIP_TEXT_KEYS if k not in state]
+    if not any(k.startswith("transformer.resblocks.") for k in state):
+        missing.append("transformer.resblocks.*")
+    if missing:
+        example = f", e.g. {next(iter(state))!r}" if state else ""
+        raise ValueError(f"{source} has no CLIP text tower: missing {', '.join(missing)} (it has {len(state)} "
+                         f"keys{example}); expected OpenAI's ViT-B-32.pt or Hugging Face's {CLIP_HF_REPO} "
+                         f"weights")
+    for key, ndim in CLIP_TEXT_KEYS.items():
+        value = state[key]
+        if not isinstance(value, Tensor) or value.ndim != ndim:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{source}: {key!r} is {shape}, expected a {ndim}-D tensor; not CLIP text weights")
+
+
 class FP32LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 whatever the input dtype (output in the input dtype)."""
 
@@ -293,6 +319,7 @@ class ClipTextTower(nn.Module):
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> "ClipTextTower":
         """Build from OpenAI-named weights (sizes inferred as OpenAI's ``build_model`` does)."""
+        check_clip_text_keys(state, "CLIP text weights")
         width = state["ln_final.weight"].shape[0]
         layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
         tower = cls(vocab_size=state["token_embedding.weight"].shape[0],
@@ -304,6 +331,13 @@ class ClipTextTower(nn.Module):
         if missing:
             raise ValueError(f"CLIP text weights lack {len(missing)} keys (first: {missing[0]}); "
                              f"expected OpenAI's ViT-B/32 or Hugging Face's {CLIP_HF_REPO} weights")
+        for key, value in wanted.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise ValueError(f"CLIP text weight {key!r} has shape {tuple(value.shape)}, the tower its other "
+                                 f"weights describe needs {tuple(own[key].shape)}; the file is not a CLIP model")
+            if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                raise ValueError(f"CLIP text weight {key!r} is not finite floating point ({value.dtype}); the "
+                                 f"file is corrupt")
         tower.load_state_dict({k: v.float() for k, v in wanted.items()})
         return tower
 
@@ -387,9 +421,17 @@ class ClipFiles:
         return read_clip_weights(self.weights)
 
     def load_tokenizer(self) -> ClipBPETokenizer:
-        if len(self.tokenizer) == 1:
-            return ClipBPETokenizer.from_openai_file(self.tokenizer[0])
-        return ClipBPETokenizer.from_hf_files(*self.tokenizer)
+        """The BPE tokeniser; an unreadable or malformed file is one ValueError naming it."""
+        try:
+            if len(self.tokenizer) == 1:
+                return ClipBPETokenizer.from_openai_file(self.tokenizer[0])
+            return ClipBPETokenizer.from_hf_files(*self.tokenizer)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as err:
+            files = " + ".join(str(p) for p in self.tokenizer)
+            detail = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(f"cannot read the CLIP tokeniser from {files} ({type(err).__name__}: {detail}); "
+                             f"expected OpenAI's bpe_simple_vocab_16e6.txt.gz or Hugging Face's vocab.json + "
+                             f"merges.txt") from None
 
 
 def _hf_cache_snapshots(repo: str) -> list[Path]:
@@ -493,9 +535,27 @@ def read_clip_weights(path: Path) -> dict[str, Tensor]:
     """Text-tower weights with OpenAI's key names, from ViT-B-32.pt (JIT archive or state dict),
     a Hugging Face ``model.safetensors`` or ``pytorch_model.bin``."""
     path = Path(path)
+    state = _read_clip_file(path)
+    if any(k.startswith("text_model.") for k in state):
+        try:
+            state = hf_clip_to_openai(state)
+        except KeyError as err:
+            raise ValueError(f"{path} holds Hugging Face CLIP weights without {err.args[0]!r}; expected the "
+                             f"complete {CLIP_HF_REPO} text model") from None
+    check_clip_text_keys(state, str(path))
+    return state
+
+
+def _read_clip_file(path: Path) -> dict[str, Tensor]:
+    """The raw state dict of a CLIP weights file (safetensors, TorchScript archive or torch.save)."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return hf_clip_to_openai(load_file(str(path)))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"cannot read {path} as safetensors ({' '.join(str(err).split())}); the file is "
+                             f"truncated, corrupt or of another format") from None
     try:
         if _is_torchscript(path):  # OpenAI ships TorchScript archives
             with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is OpenAI's format
@@ -508,10 +568,7 @@ def read_clip_weights(path: Path) -> dict[str, Tensor]:
                          f"expected OpenAI's ViT-B-32.pt or Hugging Face's {CLIP_HF_REPO} weights") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, expected CLIP weights (a state dict)")
-    state = dict(state)
-    if any(k.startswith("text_model.") for k in state):
-        return hf_clip_to_openai(state)
-    return state
+    return dict(state)
 
 
 def hf_clip_to_openai(hf: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -559,7 +616,9 @@ class DistilBertTextEncoder(CachedEncoder):
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError:
-            raise ImportError("DistilBERT models need the 'transformers' package: pip install transformers") from None
+            raise MissingDependencyError("this model's text encoder is DistilBERT (text_encoder_type 'bert'), which "
+                                         "needs the 'transformers' package: pip install -e \".[bert]\" (or pip "
+                                         "install transformers)") from None
         source = str(bert_path or os.environ.get(BERT_ENV_VAR) or BERT_HF_REPO)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)

@@ -301,3 +301,156 @@ def test_clip_model_loads_its_text_encoder_from_clip_path(tmp_path):
     out = loaded.denoiser(x, loaded.schedule.sigmas[[40]].float(), torch.ones(1, 8, dtype=torch.bool),
                           PieceConditions(("walk",)))
     assert out.shape == x.shape
+
+
+# ---------------------------------------------------------------- hostile and broken input
+def _bow_model(folder):
+    from mdm_adapter.text_bow import BagOfWordsEncoder
+    args = MDMArgs(**TINY, text_encoder_type="bow", text_feature_dim=8, mask_frames=True)
+    torch.manual_seed(0)
+    net = MDM.from_args(args).eval()
+    path = mdm_adapter.save_safetensors(net, args, folder)
+    BagOfWordsEncoder(["walk", "jump"], torch.randn(2, 4)).save(folder / "text_encoder.safetensors")
+    return path
+
+
+def _one_line_error(kind, match, call):
+    with pytest.raises(kind, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_one_value_error(tmp_path):
+    path, _, _ = save_official(tmp_path / "m")
+    _one_line_error(ValueError, "no CUDA device is available; use cpu",
+                    lambda: mdm_adapter.load(path, device="cuda", text_encoder=HashEncoder(512)))
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -float("inf"), -0.5, "2.5", True])
+def test_bad_guidance_scale(tmp_path, scale):
+    path, _, _ = save_official(tmp_path / "m")
+    _one_line_error(ValueError, "guidance_scale must be",
+                    lambda: mdm_adapter.load(path, guidance_scale=scale, text_encoder=HashEncoder(512)))
+
+
+def test_bad_device_name(tmp_path):
+    path, _, _ = save_official(tmp_path / "m")
+    _one_line_error(ValueError, "unknown device 'gpu0'",
+                    lambda: mdm_adapter.load(path, device="gpu0", text_encoder=HashEncoder(512)))
+
+
+def test_missing_path_is_one_line(tmp_path):
+    _one_line_error(FileNotFoundError, "does not exist", lambda: mdm_adapter.load(tmp_path / "nope"))
+
+
+BROKEN_FILES = {
+    "random bytes": lambda p: p.write_bytes(np.random.default_rng(0).bytes(3000)),
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "text": lambda p: p.write_text("<html>quota exceeded</html>"),
+}
+
+
+@pytest.mark.parametrize("damage", list(BROKEN_FILES))
+@pytest.mark.parametrize("name", ["model.safetensors", "text_encoder.safetensors"])
+def test_broken_safetensors_name_the_file(tmp_path, name, damage):
+    _bow_model(tmp_path / "m")
+    BROKEN_FILES[damage](tmp_path / "m" / name)
+    message = _one_line_error(ValueError, None, lambda: mdm_adapter.load(tmp_path / "m"))
+    assert str(tmp_path / "m" / name) in message
+
+
+def _poison(state, key="seqTransEncoder.layers.0.linear1.weight", value=float("nan")):
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = value
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_name_the_first_bad_tensor(tmp_path, value):
+    path, _, _ = save_official(tmp_path / "m")
+    _edit_state(path, lambda s: _poison(s, value=value))
+    _one_line_error(ValueError, r"tensor 'seqTransEncoder.layers.0.linear1.weight' holds 1 NaN or infinite",
+                    lambda: _load(path))
+    from safetensors.torch import load_file, save_file
+    st = _bow_model(tmp_path / "s")
+    state = load_file(str(st))
+    _poison(state, "embed_text.weight", value)
+    save_file(state, str(st))
+    _one_line_error(ValueError, r"model.safetensors: tensor 'embed_text.weight'", lambda: mdm_adapter.load(st))
+
+
+def _pickle_payload(marker):
+    """A pickle that runs `touch marker` when unpickled without restrictions."""
+    return b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+
+
+def test_pickle_payload_checkpoint_is_refused_and_never_run(tmp_path):
+    path, _, _ = save_official(tmp_path / "m")
+    marker = tmp_path / "PWNED"
+    path.write_bytes(_pickle_payload(marker))
+    _one_line_error(ValueError, "cannot load", lambda: _load(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", ["random", "pickle", "nan", "object"])
+def test_broken_stats_files(tmp_path, content):
+    path, _, _ = save_official(tmp_path / "m")
+    mean = tmp_path / "m" / "Mean.npy"
+    np.save(tmp_path / "m" / "Std.npy", np.ones(263, np.float32))
+    marker = tmp_path / "PWNED"
+    if content == "random":
+        mean.write_bytes(np.random.default_rng(0).bytes(500))
+    elif content == "pickle":
+        mean.write_bytes(_pickle_payload(marker))
+    elif content == "nan":
+        np.save(mean, np.full(263, np.nan, np.float32))
+    else:
+        np.save(mean, np.array(["a", "b"]))
+    loaded = _load(path)
+    message = _one_line_error(ValueError, None, lambda: loaded.model_stats)
+    assert str(mean) in message and not marker.exists()
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("cond_mask_prob", "0.1", "'cond_mask_prob' must be a finite number"),
+    ("layers", 2.5, "'layers' must be an integer"),
+    ("use_ema", "false", "'use_ema' must be true or false"),
+    ("dataset", ["humanml"], "'dataset' must be a string"),
+    ("text_encoder_file", "../../../etc/passwd", "text_encoder_file must be a file name beside the weights"),
+    ("latent_dim", -32, "latent_dim must be a positive integer"),
+])
+def test_hostile_args_json(tmp_path, key, value, match):
+    path, _, _ = save_official(tmp_path / "m")
+    args = json.loads((tmp_path / "m" / "args.json").read_text())
+    args[key] = value
+    (tmp_path / "m" / "args.json").write_text(json.dumps(args))
+    _one_line_error(ValueError, match, lambda: _load(path))
+
+
+def test_bert_model_without_transformers_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+    from motion_core.cli import OneLineParser, run_cli
+    path, _, _ = save_official(tmp_path / "m", "bert")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    message = _one_line_error(ImportError, r'pip install -e "\.\[bert\]"', lambda: mdm_adapter.load(path))
+    assert "DistilBERT" in message
+    assert run_cli(OneLineParser(), [], lambda a: mdm_adapter.load(path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and ".[bert]" in err
+
+
+def test_torchscript_clip_without_text_keys_names_file_and_keys(tmp_path):
+    import gzip
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    import warnings
+    with warnings.catch_warnings():  # torch.jit is deprecated; OpenAI's file is still TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(torch.nn.Linear(3, 2)).save(str(clip_dir / "ViT-B-32.pt"))
+    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(gzip.compress(b"#version\nw a\n"))
+    path, _, _ = save_official(tmp_path / "m")
+    message = _one_line_error(ValueError, "has no CLIP text tower: missing token_embedding.weight",
+                              lambda: mdm_adapter.load(path, clip_path=clip_dir))
+    assert str(clip_dir / "ViT-B-32.pt") in message and "ln_final.weight" in message

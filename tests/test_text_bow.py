@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,39 @@ def test_indicator_words_separate_left_from_right_and_round_trip(tmp_path):
     again = BagOfWordsEncoder.from_file(tmp_path / "enc.safetensors")
     assert again.indicator_words == enc.indicator_words
     torch.testing.assert_close(again.encode(["waves the left hand"]), f[:1])
+
+
+def _rewrite(path, meta=None, vectors=None, drop=()):
+    """Re-save an encoder file with edited metadata / vectors (test helper)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as f:
+        old_meta, old_vectors = dict(f.metadata()), f.get_tensor("vectors")
+    new_meta = {k: v for k, v in {**old_meta, **(meta or {})}.items() if k not in drop}
+    save_file({"vectors": old_vectors if vectors is None else vectors}, str(path), metadata=new_meta)
+
+
+BROKEN = {
+    "random bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000)), "cannot read .* as safetensors"),
+    "empty": (lambda p: p.write_bytes(b""), "cannot read .* as safetensors"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:-7]), "cannot read .* as safetensors"),
+    "vocabulary not JSON": (lambda p: _rewrite(p, meta={"vocabulary": "[walks"}), "'vocabulary' is not JSON"),
+    "vocabulary not words": (lambda p: _rewrite(p, meta={"vocabulary": "[1, 2]"}), "must be a JSON list of words"),
+    "vocabulary too short": (lambda p: _rewrite(p, meta={"vocabulary": '["walks"]'}), "vectors must be \\[V, E\\]"),
+    "stopwords missing": (lambda p: _rewrite(p, drop=("stopwords",)), "lacks 'stopwords'"),
+    "vectors NaN": (lambda p: _rewrite(p, vectors=torch.full((len(WORDS), 4), float("nan"), dtype=torch.float16)),
+                    "must be a finite float"),
+    "vectors integer": (lambda p: _rewrite(p, vectors=torch.zeros(len(WORDS), 4, dtype=torch.int32)),
+                        "must be a finite float"),
+}
+
+
+@pytest.mark.parametrize("damage", list(BROKEN))
+def test_damaged_file_is_one_value_error_naming_it(tmp_path, damage):
+    path = tmp_path / "text_encoder.safetensors"
+    make_encoder(known_words={"walks"}).save(path)
+    edit, match = BROKEN[damage]
+    edit(path)
+    with pytest.raises(ValueError, match=match) as info:
+        BagOfWordsEncoder.from_file(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -262,3 +262,75 @@ def test_distilbert_missing_message(tmp_path):
     from mdm_adapter.text_encoders import DistilBertTextEncoder
     with pytest.raises(FileNotFoundError, match="DistilBERT weights not found"):
         DistilBertTextEncoder.from_path(tmp_path / "nothing-here")
+
+
+# ---------------------------------------------------------------- hostile and broken files
+def _one_line(kind, match, call):
+    with pytest.raises(kind, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"\xff" * 64, b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}"])
+def test_broken_hf_safetensors_names_the_file(tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    assert str(path) in _one_line(ValueError, "cannot read .* as safetensors", lambda: read_clip_weights(path))
+
+
+def test_hf_weights_missing_a_layer_key(tmp_path):
+    from safetensors.torch import save_file
+    tok = tiny_tokenizer()
+    hf = _openai_to_hf(tiny_tower(len(tok.vocab)).state_dict())
+    del hf["text_model.encoder.layers.1.mlp.fc2.bias"]
+    save_file(hf, str(tmp_path / "model.safetensors"))
+    _one_line(ValueError, "without 'text_model.encoder.layers.1.mlp.fc2.bias'",
+              lambda: read_clip_weights(tmp_path / "model.safetensors"))
+
+
+def test_state_dict_without_text_tower(tmp_path):
+    torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "ViT-B-32.pt")
+    message = _one_line(ValueError, "has no CLIP text tower: missing token_embedding.weight",
+                        lambda: read_clip_weights(tmp_path / "ViT-B-32.pt"))
+    assert str(tmp_path / "ViT-B-32.pt") in message and "transformer.resblocks.*" in message
+
+
+def test_torchscript_without_text_tower(tmp_path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(torch.nn.Linear(3, 2)).save(str(tmp_path / "ViT-B-32.pt"))
+    _one_line(ValueError, r"ViT-B-32.pt has no CLIP text tower: missing .*ln_final.weight",
+              lambda: read_clip_weights(tmp_path / "ViT-B-32.pt"))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.__setitem__("ln_final.weight", torch.zeros(())), "'ln_final.weight' is \\(\\), expected a 1-D"),
+    (lambda s: s.__setitem__("ln_final.bias", torch.zeros(63)), "'ln_final.bias' has shape \\(63,\\)"),
+    (lambda s: s["transformer.resblocks.0.ln_1.weight"].fill_(float("nan")), "not finite"),
+    (lambda s: s.__setitem__("positional_embedding", torch.zeros(77, 64, dtype=torch.int64)), "not finite floating"),
+])
+def test_malformed_tower_weights(edit, match):
+    tok = tiny_tokenizer()
+    state = {k: v.clone() for k, v in tiny_tower(len(tok.vocab)).state_dict().items()}
+    edit(state)
+    _one_line(ValueError, match, lambda: ClipTextTower.from_state_dict(state))
+
+
+@pytest.mark.parametrize("files", [("bpe_simple_vocab_16e6.txt.gz",), ("vocab.json", "merges.txt")])
+def test_broken_tokeniser_files_name_them(tmp_path, files):
+    from mdm_adapter.text_encoders import ClipFiles
+    for name in files:
+        (tmp_path / name).write_bytes(b"\x1f\x8b\x08garbage" if name.endswith(".gz") else b"{\xff not json")
+    clip = ClipFiles(tmp_path / "ViT-B-32.pt", tuple(tmp_path / n for n in files))
+    assert str(tmp_path / files[0]) in _one_line(ValueError, "cannot read the CLIP tokeniser", clip.load_tokenizer)
+
+
+def test_distilbert_without_transformers_says_how_to_install(monkeypatch):
+    from mdm_adapter.text_encoders import DistilBertTextEncoder, MissingDependencyError
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(MissingDependencyError) as info:
+        DistilBertTextEncoder.from_path()
+    assert isinstance(info.value, ImportError) and isinstance(info.value, ValueError)
+    assert 'pip install -e ".[bert]"' in str(info.value) and "\n" not in str(info.value)
