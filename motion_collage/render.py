@@ -6,19 +6,35 @@ Draws the five kinematic chains in distinct colours, a grey floor grid, the root
 the caption of the current segment (it changes along a long motion and flashes when a new
 segment starts), a timeline bar with a tick at every segment boundary, and a "loop" badge for
 looped motion. One figure is built once and its artists are updated frame by frame; frames go
-straight to ffmpeg (imageio-ffmpeg), so nothing is held in memory.
+straight to an ffmpeg child process, so nothing is held in memory.
+
+Outputs are written atomically: a video is encoded into a temporary file beside the target
+(``.NAME.PID.RANDOM.partial``) and renamed into place only when ffmpeg has finished. On Linux
+the ffmpeg child is killed with its parent (even by ``kill -9``), and a temporary left by a
+killed run is removed by the next write into the same folder. ``results.npy`` is read without
+running code from it (:mod:`motion_collage.safe_pickle`); ``results.npz`` beside it is preferred.
 """
 from __future__ import annotations
 
-import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
 import sys
+import tempfile
 import textwrap
-from dataclasses import dataclass
+from contextlib import contextmanager
+from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from motion_collage.graph import Segment
+from motion_core.cli import OneLineParser, run_cli
 from motion_core.spec import HUMANML3D, DatasetSpec
 
 PathLike = Union[str, Path]
@@ -28,31 +44,35 @@ SEGMENT_COLOURS = ("#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fc9272", "#c7e9
 _FLASH_SECONDS = 0.6
 _VIEW_RADIUS = 1.25  # metres shown around the root horizontally
 _SIZE = (640, 576)  # pixels; multiples of 16 for the video encoder
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A captioned frame range ``[start, end)`` of a long motion."""
-
-    text: str
-    start: int
-    end: int
+VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
 def _parse_segments(segments, num_frames: int) -> list[Segment]:
+    """Segments (``graph.Segment`` or results dicts ``{"text", "start", "end"}``) clipped to
+    ``num_frames`` and sorted by start."""
     out = []
     for i, seg in enumerate(segments or []):
         if isinstance(seg, Segment):
-            seg = {"text": seg.text, "start": seg.start, "end": seg.end}
+            seg = {"text": seg.prompt, "start": seg.start, "end": seg.end}
         try:
-            text, start, end = str(seg["text"]), int(seg["start"]), int(seg["end"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"segment {i} is {seg!r}; expected a dict with 'text', 'start', 'end' (frames)") from None
+            text, start, end = seg["text"], int(seg["start"]), int(seg["end"])
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError):
+            raise ValueError(f"segment {i} is {_short(seg)}; expected a dict with 'text', 'start', 'end' (frames)") from None
+        if not isinstance(text, str):
+            raise ValueError(f"segment {i} has text {_short(text)}; expected a string")
         if not 0 <= start < end:
             raise ValueError(f"segment {i} ({text!r}) has start {start}, end {end}; expected 0 <= start < end")
         if start < num_frames:
             out.append(Segment(text, start, min(end, num_frames)))
     return sorted(out, key=lambda s: s.start)
+
+
+def _short(value, limit: int = 60) -> str:
+    """A value for an error message: arrays by dtype and shape, others by a clipped repr."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= limit else text[:limit] + '...'}"
 
 
 def _current_segment(segments: list[Segment], frame: int) -> Optional[int]:
@@ -149,7 +169,7 @@ class _Scene:
         self.clock.set_text(f"{t / self.fps:5.2f} s  frame {t}")
 
         k = _current_segment(self.segments, t)
-        text = self.segments[k].text if k is not None else (self.title or "")
+        text = self.segments[k].prompt if k is not None else (self.title or "")
         flash = k is not None and k > 0 and (t - self.segments[k].start) < _FLASH_SECONDS * self.fps
         self.caption.set_text("\n".join(textwrap.wrap(text, 60)[:2]))
         self.caption.set_bbox(dict(boxstyle="round,pad=0.35", ec="none",
@@ -161,11 +181,226 @@ class _Scene:
         return np.asarray(self.canvas.buffer_rgba())[..., :3].tobytes()
 
 
+# ---------------------------------------------------------------------------------------------
+# Output files: checked before the work, written under a temporary name, renamed when complete
+# ---------------------------------------------------------------------------------------------
+
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.partial$")
+
+
+def _temp_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # another user's live process (or a number no process can have)
+    return True
+
+
+def remove_stale_temps(folder: PathLike) -> list[Path]:
+    """Delete temporaries (``.NAME.PID.RANDOM.partial``) that killed runs left in ``folder``;
+    those of live processes are kept. Returns the removed paths."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_RE.match(entry.name)
+        if match and not _pid_alive(int(match[1])):
+            try:
+                entry.unlink()
+                removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+def check_output_path(path: PathLike, suffixes: Optional[Sequence[str]] = None) -> Path:
+    """Check that a file can be written at ``path`` before any work is done: the suffix, that
+    ``path`` is not a folder, that no file stands where a parent folder must go, and that the
+    folder (created if missing) is writable. Raises ValueError (one line) naming the fix."""
+    path = Path(path)
+    if path.is_dir():
+        example = path / ("out" + (suffixes[0] if suffixes else ".png"))
+        raise ValueError(f"output {path} is an existing folder; give a file path instead, e.g. {example}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {path}: {parent} is a file, not a folder; choose another output path")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = _temp_path(path)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc} in {path.parent}; "
+                         f"choose a writable output folder") from None
+    return path
+
+
+@contextmanager
+def atomic_output(target: PathLike, *, clean: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` when the block ends
+    without an error, delete it otherwise. ``clean`` first removes stale temporaries."""
+    target = Path(target)
+    if clean:
+        remove_stale_temps(target.parent)
+    tmp = _temp_path(target)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# ffmpeg: raw RGB frames in, mp4 or gif out; the child dies with its parent
+# ---------------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+@lru_cache(maxsize=1)
+def _libc_prctl() -> Optional[Callable]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies (the check of
+    ``getppid`` covers a parent that died before the request)."""
+    prctl = _libc_prctl()
+    if prctl is None:
+        return None
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return setup
+
+
+def _ffmpeg_command(path: Path, size: tuple[int, int], fps: float, fmt: str) -> list[str]:
+    import imageio_ffmpeg
+
+    rate = str(Fraction(fps).limit_denominator())
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
+           "-s", f"{size[0]}x{size[1]}", "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an"]
+    if fmt == "mp4":
+        cmd += ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "20"]
+    else:  # one 64-colour palette for the whole clip
+        cmd += ["-vcodec", "gif", "-filter_complex",
+                "split[a][b];[a]palettegen=max_colors=64[p];[b][p]paletteuse=dither=none"]
+    return cmd + ["-f", fmt, str(path)]
+
+
+class VideoWriter:
+    """An ffmpeg child encoding packed RGB frames (height x width x 3 bytes) into ``path``."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, fmt: str) -> None:
+        self.path, self.frames = path, 0
+        self._log = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(_ffmpeg_command(path, size, fps, fmt), stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
+                                      preexec_fn=_die_with_parent(os.getpid()))
+
+    @property
+    def pid(self) -> int:
+        """Process id of the ffmpeg child."""
+        return self._proc.pid
+
+    def write(self, frame: bytes) -> None:
+        """Send one frame."""
+        try:
+            self._proc.stdin.write(frame)
+        except BrokenPipeError:
+            self._proc.wait()
+            raise RuntimeError(f"ffmpeg stopped while writing {self.path}: {self._error()}") from None
+        self.frames += 1
+
+    def finish(self) -> None:
+        """Close the input and wait for ffmpeg to finalise the file."""
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self._proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg failed (status {self._proc.returncode}) writing {self.path}: {self._error()}")
+        self._log.close()
+
+    def abort(self) -> None:
+        """Kill ffmpeg (the caller deletes the unfinished file)."""
+        self._proc.kill()
+        self._proc.wait()
+        self._log.close()
+
+    def _error(self) -> str:
+        self._log.seek(0)
+        lines = self._log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no message"
+
+
+def _check_fps(fps: float) -> float:
+    try:
+        ok = float(fps) > 0 and np.isfinite(float(fps))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    return float(fps)
+
+
+@contextmanager
+def video_writer(out_path: PathLike, fps: float, *, size: tuple[int, int] = _SIZE) -> Iterator[VideoWriter]:
+    """A :class:`VideoWriter` whose file appears at ``out_path`` (.mp4 or .gif) only once it
+    is complete. On Linux the ffmpeg child is killed if this process dies."""
+    fps = _check_fps(fps)
+    out_path = check_output_path(out_path, VIDEO_SUFFIXES)
+    with atomic_output(out_path) as tmp:
+        writer = VideoWriter(tmp, size, fps, out_path.suffix.lower()[1:])
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+def _joints(joints: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    from motion_collage.representation import check_joints
+
+    return check_joints(joints, spec, min_frames=1)
+
+
 def render_skeleton(
     joints: np.ndarray,
     out_path: PathLike,
     *,
-    segments: Optional[Sequence[dict]] = None,
+    segments: Optional[Sequence[Union[dict, Segment]]] = None,
     fps: float = HUMANML3D.fps,
     loop: bool = False,
     title: Optional[str] = None,
@@ -174,40 +409,21 @@ def render_skeleton(
 ) -> Path:
     """Render joint positions ``[T, J, 3]`` (metres, Y up) to ``out_path`` (.mp4 or .gif).
 
-    segments: ``[{"text", "start", "end"}, ...]`` in frames; the caption shows the segment of
-        the current frame (else ``title``). loop: mark the motion as looping.
-    Returns the written path.
+    segments: ``graph.Segment`` or ``{"text", "start", "end"}`` in frames; the caption shows
+        the segment of the current frame (else ``title``). loop: mark the motion as looping.
+    The file appears only when complete (see :func:`video_writer`). Returns the written path.
     """
-    import imageio_ffmpeg
     from tqdm import tqdm
 
-    joints = _check_joints(joints, spec)
-    out_path = Path(out_path)
-    suffix = out_path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise ValueError(f"output {out_path} must end in .mp4 or .gif")
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    scene = _Scene(joints, _parse_segments(segments, joints.shape[0]), loop, title, fps, spec, _SIZE)
-    if suffix == ".mp4":
-        writer = imageio_ffmpeg.write_frames(str(out_path), _SIZE, fps=fps, codec="libx264",
-                                             quality=6, macro_block_size=16,
-                                             ffmpeg_log_level="error")
-    else:
-        writer = imageio_ffmpeg.write_frames(
-            str(out_path), _SIZE, fps=fps, codec="gif", pix_fmt_out="pal8", macro_block_size=1,
-            ffmpeg_log_level="error",
-            output_params=["-filter_complex", "split[a][b];[a]palettegen=max_colors=64[p];[b][p]paletteuse=dither=none"],
-        )
-    writer.send(None)
-    try:
+    joints = _joints(joints, spec)
+    fps = _check_fps(fps)
+    out_path = check_output_path(out_path, VIDEO_SUFFIXES)
+    parsed = _parse_segments(segments, joints.shape[0])
+    with video_writer(out_path, fps) as writer:
+        scene = _Scene(joints, parsed, loop, title, fps, spec, _SIZE)
         for t in tqdm(range(joints.shape[0]), desc="rendering", unit="frame", disable=not progress):
             scene.update(t)
-            writer.send(scene.rgb())
-    finally:
-        writer.close()
+            writer.write(scene.rgb())
     return out_path
 
 
@@ -216,98 +432,177 @@ def render_frame(
     frame: int,
     out_path: PathLike,
     *,
-    segments: Optional[Sequence[dict]] = None,
+    segments: Optional[Sequence[Union[dict, Segment]]] = None,
     fps: float = HUMANML3D.fps,
     loop: bool = False,
     title: Optional[str] = None,
     spec: DatasetSpec = HUMANML3D,
 ) -> Path:
     """Render frame ``frame`` of joints ``[T, J, 3]`` as a still image (.png), same look as
-    :func:`render_skeleton`. Returns the written path."""
-    joints = _check_joints(joints, spec)
+    :func:`render_skeleton`. Returns the written path (written atomically)."""
+    joints = _joints(joints, spec)
     if not 0 <= frame < joints.shape[0]:
         raise ValueError(f"frame {frame} is out of range for a motion of {joints.shape[0]} frames")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path = check_output_path(out_path)
     scene = _Scene(joints, _parse_segments(segments, joints.shape[0]), loop, title, fps, spec, _SIZE)
     scene.update(frame)
-    scene.fig.savefig(out_path, dpi=scene.fig.dpi)
+    with atomic_output(out_path) as tmp:
+        scene.fig.savefig(tmp, dpi=scene.fig.dpi, format=(out_path.suffix[1:] or "png").lower())
     return out_path
 
 
-def _check_joints(joints: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    joints = np.asarray(joints, dtype=np.float64)
-    if joints.ndim != 3 or joints.shape[1:] != (spec.num_joints, 3):
-        raise ValueError(f"joints have shape {joints.shape}; expected [T, {spec.num_joints}, 3]")
-    if joints.shape[0] < 1 or not np.isfinite(joints).all():
-        raise ValueError("joints must have at least one frame and only finite values")
-    return joints
+# ---------------------------------------------------------------------------------------------
+# Results files (MDM's results.npy, our results.npz)
+# ---------------------------------------------------------------------------------------------
+
+_RESULTS_KEYS = ("motion", "text", "lengths")
+_NPZ_KEYS = ("motion", "text", "lengths", "num_samples", "num_repetitions")
+
+
+def load_results(path: PathLike) -> dict:
+    """The results dict of ``results.npy`` (MDM's format plus ``segments`` and ``loop``) or of
+    ``results.npz``. For a ``.npy``, a ``.npz`` of the same name beside it, complete and not
+    older, is read instead (no pickle); otherwise the pickle is read with an allow-list (numpy
+    arrays and builtin containers only, never code). Raises FileNotFoundError or ValueError."""
+    from motion_collage.safe_pickle import load_npy_object
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"results file {path} {what}; pass the results.npy written by sampling")
+    if path.suffix.lower() == ".npz":
+        data = _load_results_npz(path)
+        check_results(data, str(path))
+        return data
+    twin = path.with_suffix(".npz")
+    if _fresh_twin(path, twin):
+        try:
+            data = _load_results_npz(twin)
+            check_results(data, str(twin))
+            return data
+        except ValueError:
+            pass  # an unusable twin: read the .npy itself
+    data = load_npy_object(path)
+    check_results(data, str(path))
+    return data
+
+
+def _fresh_twin(npy: Path, npz: Path) -> bool:
+    """``npz`` exists and was not written before ``npy`` (2 s slack for coarse file systems)."""
+    try:
+        return npz.is_file() and npz.stat().st_mtime >= npy.stat().st_mtime - 2.0
+    except OSError:
+        return False
+
+
+def _load_results_npz(path: Path) -> dict:
+    """Results from our pickle-free ``results.npz`` (``segments`` stored as JSON)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in _NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise ValueError(f"{path} lacks the keys {missing}; expected {list(_NPZ_KEYS)}")
+            data = {k: npz[k] for k in npz.files}
+        data["text"] = [str(t) for t in np.atleast_1d(data["text"])]
+        for key in ("num_samples", "num_repetitions"):
+            data[key] = _int_value(data[key], key, path)
+        if "loop" in data:
+            data["loop"] = bool(data["loop"])
+        if "segments_json" in data:
+            data["segments"] = json.loads(str(data.pop("segments_json")))
+    except (ValueError, OSError, EOFError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a readable results.npz ({' '.join(str(exc).split())})") from None
+    return data
+
+
+def _int_value(value, key: str, source) -> int:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{source}: '{key}' is {_short(value)}; expected a whole number")
+    return int(value)
+
+
+def check_results(results, source: str = "results") -> None:
+    """Raise ValueError (one line) unless ``results`` is a results dict: ``motion [N, J, 3, T]``
+    (numbers), ``text`` a list of strings, ``lengths [N]`` in 1..T, optional ``num_samples``,
+    ``num_repetitions`` (whole numbers >= 1, product <= N), ``segments`` (N lists), ``loop``."""
+    if not isinstance(results, dict):
+        raise ValueError(f"{source} holds {_short(results)}, not MDM's results dict")
+    missing = [k for k in _RESULTS_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"{source} lacks the keys {missing}; MDM's results hold {list(_RESULTS_KEYS)}")
+    motion, text, lengths = (results[k] for k in _RESULTS_KEYS)
+    if (not isinstance(motion, np.ndarray) or motion.dtype.kind not in "fiu" or motion.ndim != 4
+            or motion.shape[2] != 3 or 0 in motion.shape):
+        raise ValueError(f"{source}: 'motion' is {_short(motion)}; expected a float array [N, joints, 3, T]")
+    num, frames = motion.shape[0], motion.shape[3]
+    if isinstance(text, str) or not isinstance(text, (list, tuple, np.ndarray)) or not all(isinstance(t, str) for t in text):
+        raise ValueError(f"{source}: 'text' is {_short(text)}; expected a list of strings, one per motion")
+    if (not isinstance(lengths, (np.ndarray, list, tuple)) or np.asarray(lengths).dtype.kind not in "iu"
+            or np.shape(lengths) != (num,) or not all(1 <= int(n) <= frames for n in lengths)):
+        raise ValueError(f"{source}: 'lengths' is {_short(lengths)}; expected {num} whole numbers in 1..{frames}")
+    samples = _int_value(results.get("num_samples", num), "num_samples", source)
+    reps = _int_value(results.get("num_repetitions", max(1, num // max(samples, 1))), "num_repetitions", source)
+    if samples < 1 or reps < 1 or samples * reps > num:
+        raise ValueError(f"{source}: num_samples {samples} x num_repetitions {reps} does not fit the {num} motions")
+    segments = results.get("segments")
+    if segments is not None and (not isinstance(segments, (list, tuple))
+                                 or not all(isinstance(row, (list, tuple)) for row in segments)):
+        raise ValueError(f"{source}: 'segments' is {_short(segments)}; expected one list of segment dicts per motion")
+    if not isinstance(results.get("loop", False), (bool, np.bool_, int, np.integer)):
+        raise ValueError(f"{source}: 'loop' is {_short(results['loop'])}; expected true or false")
+
+
+def results_row(results: dict, sample: int, rep: int) -> tuple[np.ndarray, Optional[list[Segment]], Optional[str], bool]:
+    """Joints ``[T, J, 3]``, segments, caption and loop flag of one (sample, repetition)."""
+    check_results(results)
+    motion = results["motion"]
+    num_samples = _int_value(results.get("num_samples", motion.shape[0]), "num_samples", "results")
+    num_reps = _int_value(results.get("num_repetitions", max(1, motion.shape[0] // num_samples)),
+                          "num_repetitions", "results")
+    if not 0 <= sample < num_samples:
+        raise ValueError(f"sample {sample} is out of range: the results have {num_samples} samples (0..{num_samples - 1})")
+    if not 0 <= rep < num_reps:
+        raise ValueError(f"rep {rep} is out of range: the results have {num_reps} repetitions (0..{num_reps - 1})")
+    row = rep * num_samples + sample
+    length = int(results["lengths"][row])
+    joints = np.transpose(motion[row][..., :length], (2, 0, 1))  # [J, 3, T] -> [T, J, 3]
+    texts = list(results["text"])
+    caption = texts[row] if row < len(texts) else (texts[sample] if sample < len(texts) else None)
+    segments = results.get("segments")
+    segs = _parse_segments(segments[row], length) if segments is not None and row < len(segments) else None
+    return joints, segs, caption, bool(results.get("loop", False))
 
 
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 
-def load_results(path: PathLike) -> dict:
-    """MDM's pickled ``results.npy`` dict (see formats.md section 6)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file {path} does not exist; pass the results.npy written by sampling")
-    try:
-        data = np.load(path, allow_pickle=True).item()
-    except (ValueError, OSError, AttributeError) as exc:
-        raise ValueError(f"{path} is not a results.npy dict ({exc})") from None
-    if not isinstance(data, dict) or "motion" not in data:
-        raise ValueError(f"{path} has no 'motion' entry; expected MDM's results.npy dict")
-    return data
-
-
-def results_row(results: dict, sample: int, rep: int) -> tuple[np.ndarray, Optional[list], Optional[str], bool]:
-    """Joints ``[T, 22, 3]``, segments, caption and loop flag of one (sample, repetition)."""
-    motion = np.asarray(results["motion"])
-    num_samples = int(results.get("num_samples", motion.shape[0]))
-    num_reps = int(results.get("num_repetitions", max(1, motion.shape[0] // max(num_samples, 1))))
-    if not 0 <= sample < num_samples:
-        raise ValueError(f"sample {sample} is out of range: the results have {num_samples} samples (0..{num_samples - 1})")
-    if not 0 <= rep < num_reps:
-        raise ValueError(f"rep {rep} is out of range: the results have {num_reps} repetitions (0..{num_reps - 1})")
-    row = rep * num_samples + sample
-    if row >= motion.shape[0]:
-        raise ValueError(f"results hold {motion.shape[0]} motions, fewer than num_samples x num_repetitions")
-    lengths = results.get("lengths")
-    length = int(lengths[row]) if lengths is not None else motion.shape[-1]
-    joints = np.transpose(motion[row][..., :length], (2, 0, 1))  # [22, 3, T] -> [T, 22, 3]
-    texts = list(results.get("text", []))
-    caption = texts[row] if row < len(texts) else (texts[sample] if sample < len(texts) else None)
-    segments = results.get("segments")
-    segs = segments[row] if segments is not None and row < len(segments) else None
-    return joints, segs, caption, bool(results.get("loop", False))
-
-
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m motion_collage.render",
-                                     description="Render one motion of a results.npy as a stick-figure video.")
-    parser.add_argument("results", help="results.npy written by sampling")
+def build_parser() -> OneLineParser:
+    """The ``python -m motion_collage.render`` command line."""
+    parser = OneLineParser(prog="python -m motion_collage.render",
+                           description="Render one motion of a results.npy as a stick-figure video.")
+    parser.add_argument("results", help="results.npy (or results.npz) written by sampling")
     parser.add_argument("--sample", type=int, default=0, help="sample index (default 0)")
     parser.add_argument("--rep", type=int, default=0, help="repetition index (default 0)")
     parser.add_argument("--out", default=None, help="output .mp4 or .gif (default: sampleII_repJJ.mp4 next to RESULTS)")
     parser.add_argument("--fps", type=float, default=HUMANML3D.fps, help="frame rate (default 20)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def run(args) -> str:
+    """Load the results, check the output path, render; returns the line to print."""
+    results = load_results(args.results)
+    joints, segments, caption, loop = results_row(results, args.sample, args.rep)
+    out = Path(args.out) if args.out else Path(args.results).parent / f"sample{args.sample:02d}_rep{args.rep:02d}.mp4"
+    render_skeleton(joints, out, segments=segments, fps=args.fps, loop=loop, title=caption, progress=True)
+    return f"wrote {out}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: parse, load, render. User errors: one line on stderr, exit status 2."""
-    args = _parse_args(argv)
-    try:
-        results = load_results(args.results)
-        joints, segments, caption, loop = results_row(results, args.sample, args.rep)
-        out = Path(args.out) if args.out else Path(args.results).parent / f"sample{args.sample:02d}_rep{args.rep:02d}.mp4"
-        render_skeleton(joints, out, segments=segments, fps=args.fps, loop=loop, title=caption, progress=True)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    """CLI entry point. User errors: one line on stderr, exit status 2."""
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

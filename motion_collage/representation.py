@@ -241,7 +241,9 @@ def uniform_skeleton(
     return forward_kinematics(quats, joints[:, 0] * (tgt_leg / src_leg), bone_lengths, spec=spec)
 
 
-def _check_joints(joints: np.ndarray, spec: DatasetSpec, min_frames: int = 2) -> np.ndarray:
+def check_joints(joints: np.ndarray, spec: DatasetSpec = HUMANML3D, min_frames: int = 2) -> np.ndarray:
+    """Joint positions ``[T, J, 3]`` as float64; ValueError (one line) for a wrong shape, fewer
+    than ``min_frames`` frames, or NaN/inf values."""
     arr = np.asarray(joints, dtype=np.float64)
     if arr.ndim != 3 or arr.shape[1:] != (spec.num_joints, 3):
         raise ValueError(
@@ -267,7 +269,7 @@ def canonicalize(
     lowest point of the whole clip on the floor, moves frame 0's root to x = z = 0 and
     rotates about Y so that frame 0 faces +Z.
     """
-    pos = _check_joints(joints, spec, min_frames=1)
+    pos = check_joints(joints, spec, min_frames=1)
     if bone_lengths is not None:
         _check_bones(pos)
         pos = uniform_skeleton(pos, bone_lengths, spec=spec)

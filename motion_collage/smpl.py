@@ -12,7 +12,6 @@ axis-angle ``[..., 24, 3]`` (joint 0 = global orientation), local to each joint'
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -20,6 +19,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from motion_collage.safe_pickle import BUILTIN_GLOBALS, NUMPY_GLOBALS, RefusedGlobal, load_pickle
 
 PathLike = Union[str, Path]
 
@@ -58,8 +59,8 @@ class SmplOutput:
     joints: Tensor  # [..., 24, 3]
 
 
-class _ChumpyObject:
-    """Stand-in for a pickled chumpy object: keeps its state dict."""
+class _StandIn:
+    """Inert stand-in for a pickled class we do not import: keeps the pickled state, runs nothing."""
 
     def __init__(self, *args, **kwargs) -> None:
         pass
@@ -67,83 +68,191 @@ class _ChumpyObject:
     def __setstate__(self, state) -> None:
         self.__dict__["_state"] = state
 
+    @property
+    def state(self):
+        return self.__dict__.get("_state")
 
-_SAFE_BUILTINS = {"object", "set", "frozenset", "slice", "complex", "bytearray", "list", "dict", "tuple", "int", "float"}
+
+class _ChumpyObject(_StandIn):
+    """A chumpy ``Ch`` (or expression); its stored value is ``state["x"]``."""
 
 
-class _ModelUnpickler(pickle.Unpickler):
-    """Unpickler limited to what SMPL files contain (numpy, scipy.sparse, chumpy stand-ins)."""
+class _CscMatrix(_StandIn):
+    """A scipy.sparse CSC matrix (``data``, ``indices``, ``indptr``, ``_shape``)."""
 
-    def find_class(self, module: str, name: str):
-        if module.split(".")[0] == "chumpy":
+    major_axis = 1
+
+
+class _CsrMatrix(_StandIn):
+    """A scipy.sparse CSR matrix."""
+
+    major_axis = 0
+
+
+def _reconstructor(cls, base, state):
+    """``copy_reg._reconstructor`` limited to our stand-ins (Python 2 pickles of new-style objects)."""
+    if not (isinstance(cls, type) and issubclass(cls, _StandIn)) or base is not object or state is not None:
+        raise RefusedGlobal(f"refused copy_reg._reconstructor({_name(cls)}, {_name(base)}): only chumpy "
+                            f"and scipy.sparse objects may be rebuilt from an SMPL file")
+    return cls.__new__(cls)
+
+
+def _name(obj) -> str:
+    return getattr(obj, "__qualname__", type(obj).__name__)
+
+
+def _smpl_globals() -> dict:
+    table = {**NUMPY_GLOBALS, **BUILTIN_GLOBALS}
+    for module in ("copy_reg", "copyreg"):
+        table[(module, "_reconstructor")] = _reconstructor
+    table[("builtins", "object")] = table[("__builtin__", "object")] = object
+    for kind, cls in (("csc", _CscMatrix), ("csr", _CsrMatrix)):
+        for module in (f"scipy.sparse.{kind}", f"scipy.sparse._{kind}"):
+            table[(module, f"{kind}_matrix")] = table[(module, f"{kind}_array")] = cls
+    return _SmplGlobals(table)
+
+
+class _SmplGlobals(dict):
+    """The SMPL allow-list; any class of a ``chumpy`` module maps to the inert chumpy stand-in."""
+
+    def __missing__(self, key: tuple[str, str]):
+        module, name = key
+        if (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():
             return _ChumpyObject
-        if module.split(".")[0] in ("numpy", "scipy", "copy_reg", "copyreg", "_codecs"):
-            return super().find_class(module, name)
-        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
-            return super().find_class("builtins", name)
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in an SMPL model file")
+        raise KeyError(key)
+
+
+_SMPL_GLOBALS = _smpl_globals()
+
+
+_MAX_DENSE = 50_000_000  # entries of a densified sparse matrix (SMPL's J_regressor has 165,360)
+
+
+def _sparse_to_dense(value: _StandIn, key: str, path: Path) -> np.ndarray:
+    """Dense float64 array of a CSC/CSR stand-in, every index checked against the shape."""
+    state = value.state if isinstance(value.state, dict) else {}
+    try:
+        shape = tuple(int(n) for n in state.get("_shape", state.get("shape")))
+        data, indices, indptr = (np.asarray(state[k]) for k in ("data", "indices", "indptr"))
+        major, minor = shape[value.major_axis], shape[1 - value.major_axis]
+        counts = np.diff(indptr.astype(np.int64))
+        ok = (len(shape) == 2 and min(shape) >= 0 and shape[0] * shape[1] <= _MAX_DENSE
+              and indptr.shape == (major + 1,) and indptr[0] == 0 and (counts >= 0).all()
+              and indices.ndim == 1 and data.shape == indices.shape == (int(indptr[-1]),)
+              and indices.dtype.kind in "iu" and data.dtype.kind in "biuf"
+              and (indices.size == 0 or (indices.min() >= 0 and indices.max() < minor)))
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: '{key}' is a sparse matrix with inconsistent shape or indices; the file is damaged")
+    dense = np.zeros(shape)
+    majors = np.repeat(np.arange(major), counts)
+    index = (majors, indices) if value.major_axis == 0 else (indices, majors)
+    np.add.at(dense, index, data)
+    return dense
 
 
 def _to_numpy(value, key: str, path: Path) -> np.ndarray:
     if isinstance(value, _ChumpyObject):
-        state = value.__dict__.get("_state")
+        state = value.state
         if isinstance(state, dict) and "x" in state:
-            return np.asarray(state["x"])
+            return _to_numpy(state["x"], key, path)
         raise ValueError(f"{path}: '{key}' is a chumpy expression without a stored value; "
                          f"convert the file to plain numpy arrays (e.g. an .npz with the same keys)")
-    if hasattr(value, "toarray"):  # scipy.sparse
-        return value.toarray()
-    return np.asarray(value)
+    if isinstance(value, (_CscMatrix, _CsrMatrix)):
+        return _sparse_to_dense(value, key, path)
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):
+        arr = np.asarray(None)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: '{key}' holds {type(value).__name__} values, not numbers; the file is damaged")
+    return arr
+
+
+def _search_dirs(root: Path) -> list[Path]:
+    """Folders searched under ``root``: ``root/body_models/smpl`` (skipped when ``root`` is itself a
+    ``body_models`` folder), ``root/smpl`` and ``root``."""
+    dirs = [] if root.name == "body_models" else [root / "body_models" / "smpl"]
+    return dirs + [root / "smpl", root]
 
 
 def find_model_file(smpl_dir: PathLike) -> Path:
-    """The SMPL neutral model under ``smpl_dir`` (``body_models/smpl/SMPL_NEUTRAL.pkl`` layout,
-    also ``smpl/…``, the folder itself, and ``.npz``). Raises FileNotFoundError saying where to
-    get it."""
+    """The SMPL neutral model (``SMPL_NEUTRAL.pkl`` or ``.npz``) under ``smpl_dir``: in
+    ``body_models/smpl/``, ``smpl/`` or the folder itself; ``smpl_dir`` may also be the file.
+    Raises FileNotFoundError naming the paths looked at and where to get the model."""
     root = Path(smpl_dir)
     if root.is_file():
         return root
-    for rel in MODEL_CANDIDATES:
-        if (root / rel).is_file():
-            return root / rel
+    if root.suffix.lower() in (".pkl", ".npz"):
+        raise FileNotFoundError(f"SMPL body model {root} does not exist; register at {SMPL_URL}, download "
+                                f"'SMPL for Python' and save its neutral model there")
+    dirs = _search_dirs(root)
+    for folder in dirs:
+        for name in ("SMPL_NEUTRAL.pkl", "SMPL_NEUTRAL.npz"):
+            if (folder / name).is_file():
+                return folder / name
     raise FileNotFoundError(
-        f"SMPL body model not found: expected {root / MODEL_CANDIDATES[0]}; register at {SMPL_URL}, "
-        f"download 'SMPL for Python' and save its neutral model (basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl) "
-        f"there as SMPL_NEUTRAL.pkl"
+        f"SMPL body model not found: expected {dirs[0] / 'SMPL_NEUTRAL.pkl'} (also looked in "
+        f"{', '.join(str(d) for d in dirs[1:])}); register at {SMPL_URL}, download 'SMPL for Python' and save "
+        f"its neutral model (basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl) there as SMPL_NEUTRAL.pkl"
     )
 
 
-def load_smpl(path_or_dir: PathLike, device: Union[str, torch.device] = "cpu") -> SmplModel:
-    """Load an SMPL model from a ``.pkl`` (official, chumpy arrays allowed) or ``.npz`` file,
-    or from a folder searched by :func:`find_model_file`."""
-    path = find_model_file(path_or_dir)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            raw = {k: data[k] for k in data.files}
-    else:
-        with open(path, "rb") as fh:
-            try:
-                raw = _ModelUnpickler(fh, encoding="latin1").load()
-            except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as exc:
-                raise ValueError(f"{path} is not a readable SMPL model file ({exc})") from None
+def _read_model_file(path: Path) -> dict:
+    """The raw key -> value dict of a ``.npz`` or (allow-listed) ``.pkl`` model file."""
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{path} is not a readable SMPL .npz ({' '.join(str(exc).split())})") from None
+    with open(path, "rb") as fh:
+        try:
+            raw = load_pickle(fh, _SMPL_GLOBALS, encoding="latin1")
+        except ValueError as exc:
+            raise type(exc)(f"{path} is not a readable SMPL model file: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} does not hold a dict of SMPL arrays")
-    needed = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
-    missing = [k for k in needed if k not in raw]
-    if missing:
-        raise ValueError(f"{path} lacks SMPL keys {missing}; expected {list(needed)}")
-    arr = {k: _to_numpy(raw[k], k, path) for k in needed}
+        raise ValueError(f"{path} holds {type(raw).__name__}, not a dict of SMPL arrays")
+    return raw
+
+
+def _check_arrays(arr: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    """Check the SMPL arrays' shapes and indices; returns the parents ``[24]`` (-1 for the root)."""
+    if arr["v_template"].ndim != 2 or arr["v_template"].shape[1] != 3:
+        raise ValueError(f"{path}: 'v_template' has shape {arr['v_template'].shape}, expected (V, 3)")
     num_verts = arr["v_template"].shape[0]
-    expected = {"v_template": (num_verts, 3), "posedirs": (num_verts, 3, 207), "J_regressor": (NUM_JOINTS, num_verts),
+    expected = {"posedirs": (num_verts, 3, 207), "J_regressor": (NUM_JOINTS, num_verts),
                 "weights": (num_verts, NUM_JOINTS), "kintree_table": (2, NUM_JOINTS)}
     for key, shape in expected.items():
         if arr[key].shape != shape:
             raise ValueError(f"{path}: '{key}' has shape {arr[key].shape}, expected {shape}")
     if arr["shapedirs"].ndim != 3 or arr["shapedirs"].shape[:2] != (num_verts, 3):
         raise ValueError(f"{path}: 'shapedirs' has shape {arr['shapedirs'].shape}, expected ({num_verts}, 3, B)")
+    faces = arr["f"]
+    if (faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu"
+            or (faces.size and (faces.min() < 0 or faces.max() >= num_verts))):
+        raise ValueError(f"{path}: 'f' must be whole-number vertex indices [F, 3] in 0..{num_verts - 1}")
     parents = arr["kintree_table"][0].astype(np.int64)
     parents[parents >= NUM_JOINTS] = -1  # the root's parent is stored as 2**32 - 1
     parents[0] = -1
+    if any(not 0 <= p < j for j, p in enumerate(parents[1:], start=1)):
+        raise ValueError(f"{path}: 'kintree_table' does not list every joint after its parent; the file is damaged")
+    return parents
+
+
+def load_smpl(path_or_dir: PathLike, device: Union[str, torch.device] = "cpu") -> SmplModel:
+    """Load an SMPL model from a ``.pkl`` (official; chumpy and scipy.sparse objects are read
+    without importing either, and no code in the file is run) or ``.npz`` file, or from a folder
+    searched by :func:`find_model_file`. Raises FileNotFoundError or ValueError (one line)."""
+    path = find_model_file(path_or_dir)
+    raw = _read_model_file(path)
+    needed = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+    missing = [k for k in needed if k not in raw]
+    if missing:
+        raise ValueError(f"{path} lacks SMPL keys {missing}; expected {list(needed)}")
+    arr = {k: _to_numpy(raw[k], k, path) for k in needed}
+    parents = _check_arrays(arr, path)
     f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=device)  # noqa: E731
     return SmplModel(
         v_template=f32(arr["v_template"]), shapedirs=f32(arr["shapedirs"]), posedirs=f32(arr["posedirs"]),

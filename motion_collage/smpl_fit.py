@@ -15,7 +15,6 @@ is cheap). Needs the user's SMPL neutral model (see :func:`motion_collage.smpl.f
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from motion_collage.smpl import (
     SmplModel, axis_angle_to_matrix, chain_transforms, joint_shape_basis, load_smpl, matrix_to_axis_angle, rest_joints,
     smpl_forward,
 )
+from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.spec import HUMANML3D
 
 PathLike = Union[str, Path]
@@ -200,25 +200,32 @@ def _double(model: SmplModel) -> SmplModel:
 
 
 def save_fit(fit: SmplFit, path: PathLike) -> Path:
-    """Write parameters, joints and vertices to one ``.npz`` (no pickle)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, pose=fit.pose, betas=fit.betas, transl=fit.transl, joints=fit.joints,
-                        vertices=fit.vertices.astype(np.float32), faces=fit.faces, targets=fit.targets,
-                        joint_error=fit.joint_error.astype(np.float32))
+    """Write parameters, joints and vertices to one ``.npz`` (no pickle), atomically."""
+    from motion_collage.render import atomic_output, check_output_path
+
+    path = check_output_path(path, (".npz",))
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, pose=fit.pose, betas=fit.betas, transl=fit.transl, joints=fit.joints,
+                            vertices=fit.vertices.astype(np.float32), faces=fit.faces, targets=fit.targets,
+                            joint_error=fit.joint_error.astype(np.float32))
     return path
 
 
 def export_obj(vertices: np.ndarray, faces: np.ndarray, out_dir: PathLike, prefix: str = "frame") -> list[Path]:
-    """One Wavefront ``.obj`` per frame of ``vertices [T, V, 3]`` with ``faces [F, 3]`` (0-based)."""
+    """One Wavefront ``.obj`` per frame of ``vertices [T, V, 3]`` with ``faces [F, 3]`` (0-based),
+    each written atomically (a stale temporary of a killed run is removed first)."""
+    from motion_collage.render import atomic_output, check_output_path, remove_stale_temps
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_path(out_dir / f"{prefix}000.obj")
+    remove_stale_temps(out_dir)
     face_lines = "".join(f"f {a} {b} {c}\n" for a, b, c in (np.asarray(faces) + 1))
     paths = []
     for t, verts in enumerate(np.asarray(vertices)):
         path = out_dir / f"{prefix}{t:03d}.obj"
         vert_lines = "".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in verts)
-        path.write_text(vert_lines + face_lines)
+        with atomic_output(path, clean=False) as tmp:
+            tmp.write_text(vert_lines + face_lines)
         paths.append(path)
     return paths
 
@@ -226,42 +233,19 @@ def export_obj(vertices: np.ndarray, faces: np.ndarray, out_dir: PathLike, prefi
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, out_path: PathLike, *, fps: float = HUMANML3D.fps,
                 title: Optional[str] = None, max_faces: int = 2500, progress: bool = False) -> Path:
     """Render a mesh sequence ``vertices [T, V, 3]`` to ``.mp4`` (headless matplotlib, a
-    decimated face set shaded by a fixed light, camera following the mesh)."""
-    import imageio_ffmpeg
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
+    decimated face set shaded by a fixed light, camera following the mesh). The file appears
+    only when complete (see :func:`motion_collage.render.video_writer`)."""
     from tqdm import tqdm
 
-    from motion_collage.render import _SIZE, _VIEW_RADIUS, _floor_grid, _to_plot
+    from motion_collage.render import _VIEW_RADIUS, _floor_grid, _to_plot, check_output_path, video_writer
 
-    out_path = Path(out_path)
-    if out_path.suffix.lower() != ".mp4":
-        raise ValueError(f"mesh video {out_path} must end in .mp4")
+    out_path = check_output_path(out_path, (".mp4",))
     verts = _to_plot(np.asarray(vertices, dtype=np.float64))
     faces = np.asarray(faces)[:: max(1, int(np.ceil(len(faces) / max_faces)))]
     light = _unit(np.array([0.3, -0.6, 0.75]))
     base = np.array([0.55, 0.68, 0.85])
-
-    fig = Figure(figsize=(_SIZE[0] / 100, _SIZE[1] / 100), dpi=100, facecolor="white")
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.02, 1.0, 0.9), projection="3d")
-    ax.set_axis_off()
-    ax.view_init(elev=18, azim=-65)
-    ax.set_box_aspect((1, 1, 0.8), zoom=1.35)
-    ax.set_zlim(0, 2 * _VIEW_RADIUS * 0.8)
-    floor = Line3DCollection(_floor_grid(*verts[0].mean(0)[:2]), colors="#c8c8c8", linewidths=0.7)
-    ax.add_collection3d(floor, autolim=False)
-    mesh = Poly3DCollection(verts[0][faces], edgecolor="none")
-    ax.add_collection3d(mesh, autolim=False)
-    if title:
-        fig.text(0.5, 0.95, title, ha="center", va="center", fontsize=12)
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio_ffmpeg.write_frames(str(out_path), _SIZE, fps=fps, codec="libx264", quality=6,
-                                         macro_block_size=16, ffmpeg_log_level="error")
-    writer.send(None)
-    try:
+    with video_writer(out_path, fps) as writer:
+        canvas, ax, floor, mesh = _mesh_figure(verts[0], faces, title)
         for t in tqdm(range(len(verts)), desc="rendering mesh", unit="frame", disable=not progress):
             tri = verts[t][faces]  # [F, 3, 3]
             normal = _unit(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
@@ -273,52 +257,90 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, out_path: PathLike, *, 
             ax.set_ylim(cy - _VIEW_RADIUS, cy + _VIEW_RADIUS)
             floor.set_segments(_floor_grid(cx, cy))
             canvas.draw()
-            writer.send(np.asarray(canvas.buffer_rgba())[..., :3].tobytes())
-    finally:
-        writer.close()
+            writer.write(np.asarray(canvas.buffer_rgba())[..., :3].tobytes())
     return out_path
+
+
+def _mesh_figure(verts0: np.ndarray, faces: np.ndarray, title: Optional[str]):
+    """Canvas, 3-D axes, floor grid and mesh artists of the mesh video (plot coordinates)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
+
+    from motion_collage.render import _SIZE, _VIEW_RADIUS, _floor_grid
+
+    fig = Figure(figsize=(_SIZE[0] / 100, _SIZE[1] / 100), dpi=100, facecolor="white")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.02, 1.0, 0.9), projection="3d")
+    ax.set_axis_off()
+    ax.view_init(elev=18, azim=-65)
+    ax.set_box_aspect((1, 1, 0.8), zoom=1.35)
+    ax.set_zlim(0, 2 * _VIEW_RADIUS * 0.8)
+    floor = Line3DCollection(_floor_grid(*verts0.mean(0)[:2]), colors="#c8c8c8", linewidths=0.7)
+    ax.add_collection3d(floor, autolim=False)
+    mesh = Poly3DCollection(verts0[faces], edgecolor="none")
+    ax.add_collection3d(mesh, autolim=False)
+    if title:
+        fig.text(0.5, 0.95, title, ha="center", va="center", fontsize=12)
+    return canvas, ax, floor, mesh
 
 
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m motion_collage.smpl_fit",
-                                     description="Fit SMPL to one motion of a results.npy; export meshes.")
-    parser.add_argument("results", help="results.npy written by sampling")
-    parser.add_argument("--smpl_dir", required=True, help="folder with body_models/smpl/SMPL_NEUTRAL.pkl")
+def build_parser() -> OneLineParser:
+    """The ``python -m motion_collage.smpl_fit`` command line."""
+    parser = OneLineParser(prog="python -m motion_collage.smpl_fit",
+                           description="Fit SMPL to one motion of a results.npy; export meshes.")
+    parser.add_argument("results", help="results.npy (or results.npz) written by sampling")
+    parser.add_argument("--smpl_dir", required=True,
+                        help="folder with body_models/smpl/SMPL_NEUTRAL.pkl (or smpl/..., or the file itself)")
     parser.add_argument("--sample", type=int, default=0)
     parser.add_argument("--rep", type=int, default=0)
     parser.add_argument("--out_dir", default=None, help="default: the folder of RESULTS")
     parser.add_argument("--iters", type=int, default=FitConfig.iters, help="L-BFGS iterations")
     parser.add_argument("--no_obj", action="store_true", help="skip the per-frame .obj files")
     parser.add_argument("--no_video", action="store_true", help="skip the mesh video")
-    return parser.parse_args(argv)
+    return parser
+
+
+def _output_paths(args) -> dict[str, Path]:
+    """Where the fit, the .obj folder and the video go; each checked before the (slow) fit."""
+    from motion_collage.render import check_output_path
+
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.results).parent
+    stem = f"sample{args.sample:02d}_rep{args.rep:02d}"
+    paths = {"fit": check_output_path(out_dir / f"{stem}_smpl.npz", (".npz",))}
+    if not args.no_obj:
+        paths["obj"] = out_dir / f"{stem}_obj"
+        check_output_path(paths["obj"] / "frame000.obj")
+    if not args.no_video:
+        paths["video"] = check_output_path(out_dir / f"{stem}_mesh.mp4", (".mp4",))
+    return paths
+
+
+def run(args) -> str:
+    """Load, check the outputs, fit, save; returns the lines to print."""
+    from motion_collage.render import load_results, results_row
+
+    if args.iters < 1:
+        raise UsageError(f"--iters must be >= 1, got {args.iters}")
+    model = load_smpl(args.smpl_dir)
+    joints, _, caption, _ = results_row(load_results(args.results), args.sample, args.rep)
+    paths = _output_paths(args)
+    fit = fit_smpl(joints, model, config=FitConfig(iters=args.iters), progress=True)
+    lines = [f"wrote {save_fit(fit, paths['fit'])} (mean joint error {fit.joint_error.mean() * 100:.2f} cm)"]
+    if "obj" in paths:
+        lines.append(f"wrote {len(export_obj(fit.vertices, fit.faces, paths['obj']))} .obj files to {paths['obj']}")
+    if "video" in paths:
+        lines.append(f"wrote {render_mesh(fit.vertices, fit.faces, paths['video'], title=caption, progress=True)}")
+    return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: parse, load, fit, save. User errors: one line on stderr, exit 2."""
-    from motion_collage.render import load_results, results_row
-
-    args = _parse_args(argv)
-    try:
-        model = load_smpl(args.smpl_dir)
-        joints, _, caption, _ = results_row(load_results(args.results), args.sample, args.rep)
-        fit = fit_smpl(joints, model, config=FitConfig(iters=args.iters), progress=True)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.results).parent
-    stem = f"sample{args.sample:02d}_rep{args.rep:02d}"
-    print(f"wrote {save_fit(fit, out_dir / f'{stem}_smpl.npz')} "
-          f"(mean joint error {fit.joint_error.mean() * 100:.2f} cm)")
-    if not args.no_obj:
-        paths = export_obj(fit.vertices, fit.faces, out_dir / f"{stem}_obj")
-        print(f"wrote {len(paths)} .obj files to {out_dir / f'{stem}_obj'}")
-    if not args.no_video:
-        print(f"wrote {render_mesh(fit.vertices, fit.faces, out_dir / f'{stem}_mesh.mp4', title=caption, progress=True)}")
-    return 0
+    """CLI entry point. User errors: one line on stderr, exit 2."""
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

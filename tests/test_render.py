@@ -1,10 +1,20 @@
 """Stick-figure rendering: videos read back with the right frame count, rate and duration."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from motion_collage.render import _current_segment, _parse_segments, main, render_frame, render_skeleton
+from motion_collage.graph import Segment
+from motion_collage.render import (
+    _current_segment, _parse_segments, load_results, main, render_frame, render_skeleton, results_row,
+)
 from motion_collage.representation import SMPL_NEUTRAL_REST_JOINTS
 
 
@@ -37,7 +47,7 @@ def test_video_has_every_frame_at_the_spec_rate(tmp_path, suffix, frames):
 
 def test_segments_pick_the_current_caption():
     segs = _parse_segments([{"text": "b", "start": 10, "end": 30}, {"text": "a", "start": 0, "end": 12}], 25)
-    assert [(s.text, s.start, s.end) for s in segs] == [("a", 0, 12), ("b", 10, 25)]
+    assert [(s.prompt, s.start, s.end) for s in segs] == [("a", 0, 12), ("b", 10, 25)]
     assert [_current_segment(segs, t) for t in (0, 9, 10, 11, 12, 24)] == [0, 0, 1, 1, 1, 1]
     with pytest.raises(ValueError, match="start 5, end 5"):
         _parse_segments([{"text": "x", "start": 5, "end": 5}], 10)
@@ -82,3 +92,207 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert "\n" not in err and message in err
     assert main([str(tmp_path / "missing.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- results files
+
+def sample_style_results(tmp_path):
+    """results.npy + results.npz written by sample.py's own functions."""
+    from motion_collage.sample import results_dict, save_outputs
+
+    joints = [walking(12), walking(9)]
+    segs = [[{"text": "walk", "start": 0, "end": 6}, {"text": "wave", "start": 6, "end": 12}],
+            [{"text": "walk", "start": 0, "end": 9}]]
+    results = results_dict(joints, segs, ["walk | wave"] * 2, 1, 2, True)
+    save_outputs(tmp_path, results, np.zeros((2, 11, 263), np.float32), {"seed": 1})
+    return results
+
+
+def assert_same_results(back, results):
+    assert sorted(back) == sorted(results)
+    np.testing.assert_array_equal(back["motion"], results["motion"])
+    np.testing.assert_array_equal(back["lengths"], results["lengths"])
+    assert back["motion"].dtype == np.float32 and back["lengths"].dtype == results["lengths"].dtype
+    for key in ("text", "num_samples", "num_repetitions", "segments", "loop"):
+        assert back[key] == results[key] and type(back[key]) is type(results[key]), key
+
+
+def test_results_written_by_sample_load_back_identically(tmp_path, monkeypatch):
+    from motion_collage import safe_pickle
+
+    results = sample_style_results(tmp_path)
+    calls = []
+    monkeypatch.setattr(safe_pickle, "load_pickle", lambda *a, **k: calls.append(1))
+    assert_same_results(load_results(tmp_path / "results.npy"), results)  # from results.npz: no pickle
+    assert calls == []
+    monkeypatch.undo()
+    (tmp_path / "results.npz").unlink()
+    assert_same_results(load_results(tmp_path / "results.npy"), results)  # the allow-listed pickle
+    joints, segs, caption, loop = results_row(load_results(tmp_path / "results.npy"), 0, 1)
+    assert joints.shape == (9, 22, 3) and segs == [Segment("walk", 0, 9)] and caption == "walk | wave" and loop
+
+
+def test_a_stale_or_broken_npz_is_ignored(tmp_path):
+    results = sample_style_results(tmp_path)
+    npz = tmp_path / "results.npz"
+    np.savez(npz, motion=np.zeros((1, 22, 3, 2), np.float32))  # incomplete twin
+    assert_same_results(load_results(tmp_path / "results.npy"), results)
+    np.savez(npz, motion=np.zeros((1, 22, 3, 2), np.float32), lengths=np.array([2]), text=np.array(["old"]),
+             num_samples=1, num_repetitions=1)
+    os.utime(npz, (1e9, 1e9))  # older than the .npy: not written with it
+    assert_same_results(load_results(tmp_path / "results.npy"), results)
+    assert load_results(npz)["text"] == ["old"]  # asked for by name, it is read
+
+
+def bad_results(tmp_path, name):
+    ok = {"motion": np.zeros((2, 22, 3, 8), np.float32), "text": ["a", "b"], "lengths": np.array([8, 6]),
+          "num_samples": 2, "num_repetitions": 1}
+    path = tmp_path / "results.npy"
+    variants = {
+        "text_int": dict(ok, text=5), "no_motion": {k: v for k, v in ok.items() if k != "motion"},
+        "motion_3d": dict(ok, motion=np.zeros((2, 22, 8))), "lengths_long": dict(ok, lengths=np.array([8, 99])),
+        "lengths_float": dict(ok, lengths=np.array([8.0, 6.0])), "reps": dict(ok, num_repetitions=3),
+        "samples_str": dict(ok, num_samples="2"), "segments": dict(ok, segments="walk"),
+        "segment_dict": dict(ok, segments=[[{"text": 3, "start": 0, "end": 2}], []]),
+        "motion_str": dict(ok, motion="x"), "a_list": np.empty((), object), "nan": dict(ok, motion=np.full((2, 22, 3, 8), np.nan)),
+    }
+    if name == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(500))
+    elif name == "numbers":
+        np.save(path, np.zeros((2, 22, 3, 8)))
+    else:
+        variants["a_list"][()] = [1, 2]  # np.save(path, [1, 2]) would store numbers, not a pickle
+        np.save(path, variants[name], allow_pickle=True)
+    return path
+
+
+@pytest.mark.parametrize("name,message", [
+    ("random", "is not a .npy file (the magic string is not correct"),
+    ("numbers", "holds a float64 array of shape (2, 22, 3, 8), not a pickled dict"),
+    ("text_int", "'text' is int 5; expected a list of strings, one per motion"),
+    ("no_motion", "lacks the keys ['motion']"),
+    ("motion_3d", "'motion' is a float64 array of shape (2, 22, 8); expected a float array [N, joints, 3, T]"),
+    ("motion_str", "'motion' is str 'x'"),
+    ("lengths_long", "'lengths' is a int64 array of shape (2,); expected 2 whole numbers in 1..8"),
+    ("lengths_float", "'lengths' is a float64 array"),
+    ("reps", "num_samples 2 x num_repetitions 3 does not fit the 2 motions"),
+    ("samples_str", "'num_samples' is str '2'; expected a whole number"),
+    ("segments", "'segments' is str 'walk'; expected one list of segment dicts per motion"),
+    ("segment_dict", "segment 0 has text int 3; expected a string"),
+    ("a_list", "holds list [1, 2], not MDM's results dict"),
+    ("nan", "joints contain NaN or inf values"),
+])
+def test_cli_malformed_results_one_line_exit_2(tmp_path, capsys, name, message):
+    path = bad_results(tmp_path, name)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["results.npy"]  # nothing written
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--out", "{file}/clip.mp4"], "is a file, not a folder; choose another output path"),
+    (["--out", "{dir}"], "is an existing folder; give a file path instead"),
+    (["--out", "{dir}/clip.avi"], "must end in .mp4 or .gif"),
+    (["--fps", "0"], "fps must be a positive number, got 0.0"),
+    (["--fps", "nan"], "fps must be a positive number, got nan"),
+    (["--sample", "x"], "argument --sample: invalid int value: 'x' (see --help)"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_cli_bad_output_and_options_one_line_exit_2(tmp_path, capsys, args, message):
+    write_results(tmp_path / "results.npy")
+    (tmp_path / "a_file").write_text("keep")
+    (tmp_path / "a_dir").mkdir()
+    argv = [a.format(file=tmp_path / "a_file", dir=tmp_path / "a_dir") for a in args]
+    assert main([str(tmp_path / "results.npy"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "a_file").read_text() == "keep" and list((tmp_path / "a_dir").iterdir()) == []
+    assert main([str(tmp_path / "a_dir")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_fails_before_rendering(tmp_path, monkeypatch):
+    import motion_collage.render as render
+
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    monkeypatch.setattr(render, "_Scene", lambda *a, **k: pytest.fail("rendered before the check"))
+    with pytest.raises(ValueError, match="Permission denied in .*ro; choose a writable output folder"):
+        render_skeleton(walking(3), tmp_path / "ro" / "x.mp4")
+
+
+# --------------------------------------------------------------------------- atomic videos
+
+def test_failed_render_leaves_nothing_and_stops_ffmpeg(tmp_path, monkeypatch):
+    import motion_collage.render as render
+
+    pids = []
+    real_init = render.VideoWriter.__init__
+
+    def spy_init(self, *args):
+        real_init(self, *args)
+        pids.append(self.pid)
+
+    def broken_update(self, t):
+        if t == 3:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(render.VideoWriter, "__init__", spy_init)
+    monkeypatch.setattr(render._Scene, "update", broken_update)
+    with pytest.raises(RuntimeError, match="boom"):
+        render_skeleton(walking(8), tmp_path / "clip.mp4")
+    assert list(tmp_path.iterdir()) == [] and len(pids) == 1
+    assert not process_alive(pids[0])
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+KILLED_WRITER = """
+import sys, time
+from motion_collage.render import video_writer
+with video_writer(sys.argv[1], 20) as writer:
+    for _ in range(30):
+        writer.write(bytes(640 * 576 * 3))
+    print(writer.pid, writer.path, flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_kill_9_leaves_no_video_and_kills_ffmpeg(tmp_path):
+    target = tmp_path / "clip.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    ffmpeg_pid, tmp = proc.stdout.readline().split()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while process_alive(int(ffmpeg_pid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_alive(int(ffmpeg_pid)), "ffmpeg outlived its killed parent"
+    assert not target.exists()
+    stale = Path(tmp)
+    assert stale.exists() and b"moov" not in stale.read_bytes()  # killed, so never finalised
+    render_skeleton(walking(4), target)  # the next run removes the stale temporary
+    assert not stale.exists() and read_back(target)[1] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_live_temporaries_are_kept(tmp_path):
+    from motion_collage.render import remove_stale_temps
+
+    live = tmp_path / f".clip.mp4.{os.getppid()}.0123abcd.partial"
+    dead = tmp_path / ".clip.mp4.999999999.0123abcd.partial"
+    other = tmp_path / ".clip.mp4.12.notours"
+    for p in (live, dead, other):
+        p.write_text("")
+    assert remove_stale_temps(tmp_path) == [dead]
+    assert live.exists() and other.exists()

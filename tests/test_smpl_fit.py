@@ -1,4 +1,5 @@
 """SMPL loader, forward pass and fitting on a synthetic SMPL-format body file."""
+import contextlib
 import pickle
 import sys
 import types
@@ -6,6 +7,7 @@ import types
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 
 from motion_collage.representation import SMPL_NEUTRAL_REST_JOINTS
@@ -47,8 +49,9 @@ def synthetic_smpl(seed: int = 0) -> dict:
     }
 
 
-def write_pkl_with_chumpy(data: dict, path) -> None:
-    """Pickle like the official file: Python-2 protocol, shapedirs as a chumpy object."""
+@contextlib.contextmanager
+def fake_chumpy():
+    """A class pickled as ``chumpy.ch.Ch`` (registered in sys.modules only inside the block)."""
     chumpy = types.ModuleType("chumpy")
     ch_mod = types.ModuleType("chumpy.ch")
 
@@ -60,10 +63,17 @@ def write_pkl_with_chumpy(data: dict, path) -> None:
     ch_mod.Ch = Ch
     sys.modules["chumpy"], sys.modules["chumpy.ch"] = chumpy, ch_mod
     try:
-        with open(path, "wb") as fh:
-            pickle.dump(dict(data, shapedirs=Ch(data["shapedirs"])), fh, protocol=2)
+        yield Ch
     finally:
         del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+
+
+def write_pkl_with_chumpy(data: dict, path) -> None:
+    """Pickle like the official file: Python-2 protocol, shapedirs as a chumpy object and
+    J_regressor as a scipy.sparse CSC matrix."""
+    with fake_chumpy() as Ch, open(path, "wb") as fh:
+        pickle.dump(dict(data, shapedirs=Ch(data["shapedirs"]), J_regressor=scipy.sparse.csc_matrix(data["J_regressor"])),
+                    fh, protocol=2)
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +175,71 @@ def test_cli_fits_a_results_row_and_reports_a_missing_model(model_dir, tmp_path,
     assert main([str(tmp_path / "results.npy"), "--smpl_dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "https://smpl.is.tue.mpg.de" in err
+
+
+def test_missing_model_names_the_paths_really_searched(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        find_model_file(tmp_path / "body_models")  # sample's default --smpl_dir is a body_models folder
+    msg = str(info.value)
+    assert f"expected {tmp_path / 'body_models' / 'smpl' / 'SMPL_NEUTRAL.pkl'} " in msg
+    assert "body_models/body_models" not in msg and "\n" not in msg
+    with pytest.raises(FileNotFoundError, match=r"SMPL body model .*nope\.pkl does not exist"):
+        find_model_file(tmp_path / "nope.pkl")
+    (tmp_path / "flat").mkdir()
+    np.savez(tmp_path / "flat" / "SMPL_NEUTRAL.npz", **synthetic_smpl())
+    assert find_model_file(tmp_path / "flat") == tmp_path / "flat" / "SMPL_NEUTRAL.npz"
+    assert load_smpl(tmp_path / "flat").faces.shape == (NUM_F, 3)
+
+
+def dump(path, obj):
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh, protocol=2)
+    return path
+
+
+def test_damaged_model_files_are_one_line_errors(tmp_path):
+    data = synthetic_smpl()
+    bad_sparse = scipy.sparse.csc_matrix(data["J_regressor"])
+    bad_sparse.indices[5] = NUM_V + 100  # an index outside the matrix: must not reach scipy's C code
+    cases = {
+        "sparse": (dict(data, J_regressor=bad_sparse), "sparse matrix with inconsistent shape or indices"),
+        "faces": (dict(data, f=data["f"] + NUM_V), r"'f' must be whole-number vertex indices"),
+        "tree": (dict(data, kintree_table=data["kintree_table"][:, ::-1]), "kintree_table"),
+        "strings": (dict(data, weights=["a"] * 3), "not numbers"),
+        "list": ([1, 2], "holds list, not a dict"),
+        "missing": ({"f": data["f"]}, "lacks SMPL keys"),
+    }
+    for name, (obj, message) in cases.items():
+        with pytest.raises(ValueError, match=message) as info:
+            load_smpl(dump(tmp_path / f"{name}.pkl", obj))
+        assert "\n" not in str(info.value), name
+    with fake_chumpy() as Ch:
+        expression = Ch(1.0)
+        del expression.x  # an expression (no stored value)
+        dump(tmp_path / "expr.pkl", dict(data, shapedirs=expression))
+    with pytest.raises(ValueError, match="chumpy expression without a stored value"):
+        load_smpl(tmp_path / "expr.pkl")
+    (tmp_path / "noise.pkl").write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(ValueError, match="is not a readable SMPL model file") as info:
+        load_smpl(tmp_path / "noise.pkl")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "the following arguments are required: --smpl_dir"),
+    (["--smpl_dir", "{model}", "--iters", "0"], "--iters must be >= 1, got 0"),
+    (["--smpl_dir", "{model}", "--iters", "x"], "argument --iters: invalid int value: 'x'"),
+    (["--smpl_dir", "{model}", "--out_dir", "{file}/sub"], "is a file, not a folder"),
+    (["--smpl_dir", "{model}", "--sample", "3"], "sample 3 is out of range"),
+])
+def test_cli_mistakes_are_one_line_before_the_fit(model_dir, tmp_path, capsys, monkeypatch, args, message):
+    from motion_collage import smpl_fit
+
+    results = {"motion": np.zeros((1, 22, 3, 4), np.float32), "text": ["x"], "lengths": np.array([4])}
+    np.save(tmp_path / "results.npy", results, allow_pickle=True)
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(smpl_fit, "fit_smpl", lambda *a, **k: pytest.fail("the fit ran before the error"))
+    argv = [a.format(model=model_dir, file=tmp_path / "a_file") for a in args]
+    assert smpl_fit.main([str(tmp_path / "results.npy"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
