@@ -38,6 +38,7 @@ RENDER_CHOICES = ("none", "skeleton", "smpl")
 MAX_ROW_SECONDS = 3600.0     # one motion at most one hour (graph and noise memory grow with it)
 MAX_ROWS = 100_000           # num_samples x num_repetitions
 MAX_BATCH = 4096
+MAX_GUIDANCE = 100.0         # 1: conditional only, 0: unconditional; the release uses 2.5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,8 +183,9 @@ def check_numbers(args: argparse.Namespace) -> None:
     if args.eta != defaults.ETA and "eta" not in SAMPLERS[args.sampler].options:
         raise UsageError(f"--eta applies to samplers {[n for n, s in SAMPLERS.items() if 'eta' in s.options]}, "
                          f"not to {args.sampler!r}")
-    if not math.isfinite(args.guidance_param):
-        raise UsageError(f"--guidance_param must be a finite number, got {args.guidance_param}")
+    if not (math.isfinite(args.guidance_param) and 0 <= args.guidance_param <= MAX_GUIDANCE):
+        raise UsageError(f"--guidance_param must be a finite number between 0 and {MAX_GUIDANCE:g}, "
+                         f"got {args.guidance_param}")
     for name, top in (("num_samples", MAX_ROWS), ("num_repetitions", MAX_ROWS), ("batch_size", MAX_BATCH)):
         if not 1 <= getattr(args, name) <= top:
             raise UsageError(f"--{name} must be between 1 and {top}, got {getattr(args, name)}")
