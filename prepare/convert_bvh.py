@@ -4,7 +4,7 @@
                                   [--mirror] [--overwrite]
 
 Output (written to a temporary folder next to OUT_DIR and moved into place at the end, so
-OUT_DIR is never half-written)::
+OUT_DIR is never half-written; a temporary left by a killed run is removed by the next)::
 
     OUT_DIR/new_joint_vecs/<id>.npy   float32 [T-1, 263]  HumanML3D features
     OUT_DIR/new_joints/<id>.npy       float32 [T, 22, 3]  the joints the features encode
@@ -26,21 +26,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
+import math
+import numbers
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
 
+from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.normalization import STD_FLOOR, ModelStats, RunningMoments
 from motion_collage.representation import canonical_joints_and_features, mirror_joints
 from motion_core.spec import HUMANML3D
+from prepare.atomic import close_inherited_locks, staged_dir, terminate_as_exit
 from prepare.bvh import read_bvh
 from prepare.skeletons import SKELETONS, SkeletonMap, get_skeleton, guess_skeleton, resample
 
@@ -61,10 +62,12 @@ class ClipRecord:
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file that could not be converted, and why."""
+    """A file that could not be converted, and why (``kind``: "unreadable", "too-short" or
+    "duplicate-id")."""
 
     path: str
     reason: str
+    kind: str = "unreadable"
 
 
 def find_bvh_files(src_dir: PathLike) -> list[Path]:
@@ -102,11 +105,48 @@ def read_labels(bvh_path: PathLike) -> dict:
     return labels
 
 
+MAX_FPS = 1000.0  # output frame rates above this are a typo, not a dataset
+MAX_WORKERS = 64
+MAX_CLIP_FRAMES = 1_000_000  # output frames of one clip (14 h at 20 fps): beyond, memory runs out
+
+
+def check_options(fps: float, min_frames: int, workers: int, skeleton: SkeletonArg = "bandai") -> None:
+    """Raise ValueError naming the option, its value and the accepted range."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise ValueError(f"fps {fps!r} is not a frame rate in (0, {MAX_FPS:g}]; "
+                         f"pass e.g. {HUMANML3D.fps:g} (the HumanML3D rate)")
+    if isinstance(min_frames, bool) or not isinstance(min_frames, numbers.Integral) \
+            or not 2 <= min_frames <= MAX_CLIP_FRAMES:
+        raise ValueError(f"min_frames {min_frames!r} is not a whole number in [2, {MAX_CLIP_FRAMES}]; "
+                         f"a clip needs at least 2 frames (one feature row)")
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be >= 1 and <= {MAX_WORKERS}, got {workers!r}")
+    if isinstance(skeleton, str) and skeleton != "auto":
+        get_skeleton(skeleton)
+
+
+def check_output(out: Path, src: Path, overwrite: bool) -> None:
+    """Refuse an output folder that is a file, holds files (unless ``overwrite``), or holds
+    the source folder (writing it would replace the BVH files)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {out} is a file; give the path of a folder")
+    resolved_src, resolved_out = src.resolve(), out.resolve()
+    if resolved_src == resolved_out or resolved_out in resolved_src.parents:
+        raise ValueError(f"output folder {out} holds the source folder {src}; writing it would replace "
+                         f"the BVH files: choose an output folder outside {src}")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {out} exists and is not empty; choose another folder or pass overwrite")
+
+
 def bvh_to_joints(path: PathLike, skeleton: SkeletonArg = "bandai", fps: float = HUMANML3D.fps) -> np.ndarray:
     """HumanML3D joint positions ``[T, 22, 3]`` (metres, Y up, resampled to ``fps``) of a BVH
     file, before retargeting and canonicalisation."""
     bvh = read_bvh(path)
     skel = _resolve_skeleton(skeleton, bvh)
+    out_frames = int((bvh.num_frames - 1) * fps / bvh.fps) + 1 if bvh.num_frames else 0
+    if out_frames > MAX_CLIP_FRAMES:
+        raise ValueError(f"{bvh.source}: {bvh.num_frames} frames at {bvh.fps:g} fps make {out_frames} frames at "
+                         f"{fps:g} fps, more than the {MAX_CLIP_FRAMES} one clip may have; split the file")
     return resample(skel.joints(bvh), bvh.fps, fps)
 
 
@@ -137,13 +177,21 @@ class _JobResult:
     skipped: Optional[SkippedFile] = None
 
 
-def _convert_one(job: _Job) -> _JobResult:
-    """Convert one BVH file (runs in a worker process). Never raises for a bad file."""
-    try:
-        labels = read_labels(job.path)
+class _TooShort(ValueError):
+    """A clip with fewer frames than ``min_frames``."""
+
+
+# Errors that make one file unusable (its numbers, its text, its disk): it is skipped, the others go on.
+_FILE_ERRORS = (ValueError, KeyError, OSError, ArithmeticError, MemoryError, RecursionError)
+
+
+def _clip_outputs(job: _Job) -> tuple[dict, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Labels and (id, canonical joints, features) of the clip and its mirror; raises on a bad file."""
+    labels = read_labels(job.path)
+    with np.errstate(all="ignore"):  # overflow in a hostile file ends in the finiteness check
         joints = bvh_to_joints(job.path, job.skeleton, job.fps)
         if joints.shape[0] < job.min_frames:
-            raise ValueError(f"{joints.shape[0]} frames at {job.fps:g} fps, fewer than the minimum {job.min_frames}")
+            raise _TooShort(f"{joints.shape[0]} frames at {job.fps:g} fps, fewer than the minimum {job.min_frames}")
         variants = [(job.path.stem, joints)]
         if job.mirror:
             variants.append(("M" + job.path.stem, mirror_joints(joints)))
@@ -153,9 +201,17 @@ def _convert_one(job: _Job) -> _JobResult:
             if not (np.isfinite(canon).all() and np.isfinite(feats).all()):
                 raise ValueError("features contain NaN or inf")
             outputs.append((clip_id, canon.astype(np.float32), feats.astype(np.float32)))
-    except (ValueError, KeyError, OSError) as exc:
+    return labels, outputs
+
+
+def _convert_one(job: _Job) -> _JobResult:
+    """Convert one BVH file (runs in a worker process). Never raises for a bad file."""
+    try:
+        labels, outputs = _clip_outputs(job)
+    except _FILE_ERRORS as exc:
         reason = str(exc).replace(str(job.path), "").strip(" :") or type(exc).__name__
-        return _JobResult([], [], SkippedFile(str(job.path), reason))
+        kind = "too-short" if isinstance(exc, _TooShort) else "unreadable"
+        return _JobResult([], [], SkippedFile(str(job.path), " ".join(reason.split()), kind))
 
     records, moments = [], []
     for clip_id, canon, feats in outputs:
@@ -185,9 +241,10 @@ def convert_folder(
     """Convert every BVH file under ``src_dir`` into a HumanML3D-layout folder ``out_dir``.
 
     skeleton: "bandai", "cmu", "auto" (per file, by joint names) or a ``SkeletonMap``.
+    fps: output frame rate, in (0, MAX_FPS].
     mirror: also write a left-right mirrored copy ``M<id>`` of each clip (HumanML3D's
         augmentation); mirrored clips count in Mean/Std.
-    min_frames: clips shorter than this (joint frames at ``fps``) are skipped.
+    min_frames: clips shorter than this (joint frames at ``fps``; at least 2) are skipped.
     captions: called with each record; the returned lines are written verbatim to
         ``texts/<id>.txt`` (HumanML3D format ``caption#tokens#from#to`` is up to the caller).
     finalize: called as ``finalize(tmp_out_dir, records)`` after everything else is written
@@ -195,65 +252,86 @@ def convert_folder(
     workers: processes converting files in parallel (results do not depend on it).
     overwrite: replace an existing non-empty ``out_dir``; otherwise that is an error.
 
+    Everything is written into a temporary folder beside ``out_dir`` that is renamed into
+    place when complete; temporaries of killed earlier runs are removed first.
     Returns the records of converted clips (sorted by id) and the skipped files with reasons.
     """
-    out = Path(out_dir)
-    files = find_bvh_files(src_dir)
+    check_options(fps, min_frames, workers, skeleton)
+    src, out = Path(src_dir), Path(out_dir)
+    files = find_bvh_files(src)
     if not files:
         raise FileNotFoundError(f"no .bvh files under {src_dir}; pass the folder that holds them")
-    if isinstance(skeleton, str) and skeleton != "auto":
-        get_skeleton(skeleton)  # fail early on a bad name
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"output folder {out} exists and is not empty; choose another folder or pass overwrite")
-    stems = {}
-    for path in files:
-        stems.setdefault(path.stem, []).append(path)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    check_output(out, src, overwrite)
+    with staged_dir(out, overwrite=overwrite) as tmp:
         (tmp / "new_joints").mkdir()
         (tmp / "new_joint_vecs").mkdir()
-        skipped: list[SkippedFile] = []
-        jobs = []
-        for path in files:
-            if len(stems[path.stem]) > 1:
-                skipped.append(SkippedFile(str(path), f"clip id {path.stem!r} is used by {len(stems[path.stem])} files"))
-            else:
-                jobs.append(_Job(path, tmp, skeleton, fps, mirror, min_frames))
-        results = _run_jobs(jobs, workers, progress)
-
-        records: list[ClipRecord] = []
-        moments = RunningMoments(HUMANML3D.feature_dim)
-        clip_moments = []
-        for res in results:
-            if res.skipped is not None:
-                skipped.append(res.skipped)
-            records.extend(res.records)
-            clip_moments.extend(zip((r.id for r in res.records), res.moments))
+        jobs, skipped = _plan_jobs(files, _Job(Path(), tmp, skeleton, fps, mirror, min_frames))
+        records, more_skipped, moments = _collect(_run_jobs(jobs, workers, progress))
+        skipped = sorted(skipped + more_skipped, key=lambda s: s.path)
         if not records:
-            raise ValueError(f"none of the {len(files)} BVH files under {src_dir} could be converted: {skipped[0].reason}")
-        for _, (count, mean, m2) in sorted(clip_moments, key=lambda item: item[0]):
-            moments.add_moments(count, mean, m2)
+            raise ValueError(_nothing_converted(len(files), src_dir, skipped, min_frames))
         ModelStats(*moments.humanml_stats()).save(tmp)
-        records.sort(key=lambda r: r.id)
-        skipped.sort(key=lambda s: s.path)
-
-        if captions is not None:
-            (tmp / "texts").mkdir()
-            for rec in records:
-                lines = list(captions(rec))
-                (tmp / "texts" / f"{rec.id}.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
-        _write_manifest(tmp / "conversion.json", Path(src_dir), skeleton, fps, mirror, records, skipped)
+        _write_captions(tmp, records, captions)
+        _write_manifest(tmp / "conversion.json", src, skeleton, fps, mirror, records, skipped)
         if finalize is not None:
             finalize(tmp, records)
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return records, skipped
+
+
+def _plan_jobs(files: list[Path], template: _Job) -> tuple[list[_Job], list[SkippedFile]]:
+    """One job per file; files sharing a stem (the clip id) are all skipped."""
+    stems: dict[str, list[Path]] = {}
+    for path in files:
+        stems.setdefault(path.stem, []).append(path)
+    jobs, skipped = [], []
+    for path in files:
+        users = len(stems[path.stem])
+        if users > 1:
+            skipped.append(SkippedFile(str(path), f"clip id {path.stem!r} is used by {users} files", "duplicate-id"))
+        else:
+            jobs.append(replace(template, path=path))
+    return jobs, skipped
+
+
+def _collect(results: list[_JobResult]) -> tuple[list[ClipRecord], list[SkippedFile], RunningMoments]:
+    """Records sorted by id, skipped files, and feature moments summed in clip-id order."""
+    records: list[ClipRecord] = []
+    skipped: list[SkippedFile] = []
+    clip_moments = []
+    for res in results:
+        if res.skipped is not None:
+            skipped.append(res.skipped)
+        records.extend(res.records)
+        clip_moments.extend(zip((r.id for r in res.records), res.moments))
+    moments = RunningMoments(HUMANML3D.feature_dim)
+    for _, (count, mean, m2) in sorted(clip_moments, key=lambda item: item[0]):
+        moments.add_moments(count, mean, m2)
+    records.sort(key=lambda r: r.id)
+    return records, skipped, moments
+
+
+_KIND_TEXT = {"too-short": "too short (lower min_frames)", "unreadable": "unreadable",
+              "duplicate-id": "sharing a clip id (rename them)"}
+
+
+def _nothing_converted(count: int, src_dir: PathLike, skipped: list[SkippedFile], min_frames: int) -> str:
+    """One line: why none of ``count`` files converted, most common reason first, one example each."""
+    groups: dict[str, list[SkippedFile]] = {}
+    for s in skipped:
+        groups.setdefault(s.kind, []).append(s)
+    parts = [f"{len(items)} {_KIND_TEXT.get(kind, kind)}, e.g. {Path(items[0].path).name}: {items[0].reason}"
+             for kind, items in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    return f"none of the {count} BVH files under {src_dir} could be converted: " + "; ".join(parts)
+
+
+def _write_captions(tmp: Path, records: list[ClipRecord],
+                    captions: Optional[Callable[[ClipRecord], Sequence[str]]]) -> None:
+    if captions is None:
+        return
+    (tmp / "texts").mkdir()
+    for rec in records:
+        lines = list(captions(rec))
+        (tmp / "texts" / f"{rec.id}.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
 
 
 def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[_JobResult]:
@@ -265,7 +343,7 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[_JobResult
                 results.append(_convert_one(job))
                 bar.update()
             return results
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=close_inherited_locks) as pool:
             results = []
             for res in pool.map(_convert_one, jobs, chunksize=4):
                 results.append(res)
@@ -295,26 +373,13 @@ def _write_manifest(path: Path, src: Path, skeleton: SkeletonArg, fps: float, mi
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [tmp, *tmp.rglob("*")]:
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-    if out.exists():  # convert_folder checked that it is empty or may be overwritten
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
-
-
 # ---------------------------------------------------------------------------------------------
-# CLI
+# CLI: parse -> convert -> report
 # ---------------------------------------------------------------------------------------------
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    """The command line of ``python -m prepare.convert_bvh``."""
+    parser = OneLineParser(
         prog="python -m prepare.convert_bvh",
         description="Convert a folder of BVH mocap into a HumanML3D-layout dataset folder.",
     )
@@ -322,30 +387,35 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("out_dir", help="output folder (must not exist or be empty unless --overwrite)")
     parser.add_argument("--skeleton", default="bandai", choices=[*SKELETONS, "auto"],
                         help="joint naming of the files (default: bandai)")
-    parser.add_argument("--fps", type=float, default=HUMANML3D.fps, help="output frame rate (default: 20)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
+    parser.add_argument("--fps", type=float, default=HUMANML3D.fps,
+                        help=f"output frame rate, in (0, {MAX_FPS:g}] (default: 20)")
+    parser.add_argument("--workers", type=int, default=1, help=f"parallel processes, 1 to {MAX_WORKERS} (default: 1)")
     parser.add_argument("--mirror", action="store_true", help="also write mirrored copies M<id>")
-    parser.add_argument("--min-frames", type=int, default=2, help="skip shorter clips (default: 2)")
+    parser.add_argument("--min-frames", type=int, default=2, help="skip shorter clips (at least 2; default: 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
-    return parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> str:
+    """Convert as the parsed command line says; skipped files go to stderr; returns the summary."""
+    try:
+        with terminate_as_exit():
+            records, skipped = convert_folder(
+                args.src_dir, args.out_dir, skeleton=args.skeleton, fps=args.fps, mirror=args.mirror,
+                min_frames=args.min_frames, workers=args.workers, progress=sys.stderr.isatty(),
+                overwrite=args.overwrite,
+            )
+    except FileExistsError as exc:
+        raise UsageError(str(exc).replace("pass overwrite", "pass --overwrite")) from None
+    for s in skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    frames = sum(r.num_frames for r in records)
+    return f"converted {len(records)} clips ({frames} frames, {frames / args.fps / 60:.1f} min) into {args.out_dir}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: parse, convert, report."""
-    args = _parse_args(argv)
-    try:
-        records, skipped = convert_folder(
-            args.src_dir, args.out_dir, skeleton=args.skeleton, fps=args.fps, mirror=args.mirror,
-            min_frames=args.min_frames, workers=args.workers, progress=True, overwrite=args.overwrite,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    frames = sum(r.num_frames for r in records)
-    print(f"converted {len(records)} clips ({frames} frames, {frames / args.fps / 60:.1f} min) into {args.out_dir}")
-    for s in skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-    return 0
+    """CLI entry point: parse, convert, report; a user mistake is one line and exit status 2."""
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,13 @@ import hashlib
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
+
+from motion_core.cli import OneLineParser, UsageError, one_line, run_cli
+from prepare.atomic import staged_file, terminate_as_exit
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def sha256(path: Path) -> str:
 class Outcome:
     asset: str
     target: str
-    status: str  # placed | present | missing | ambiguous | bad-checksum | exists-differs
+    status: str  # placed | present | missing | ambiguous | bad-checksum | exists-differs | failed
     detail: str = ""
 
     @property
@@ -149,20 +153,37 @@ def _suffix_score(candidate: PurePosixPath, target: PurePosixPath, glob: bool) -
     return score
 
 
+def _wanted(name: str) -> bool:
+    """Whether a file called ``name`` can be part of some asset (only those are unpacked)."""
+    return any(fnmatch.fnmatch(name, spec.pattern) for asset in MANIFEST for spec in asset.files)
+
+
+def _unpack(archive: Path, out: Path) -> list[Path]:
+    """The wanted members of a zip, unpacked under ``out`` (names made safe by zipfile)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir() and _wanted(PurePosixPath(m.filename).name)]
+            need, free = sum(m.file_size for m in members), shutil.disk_usage(out.parent).free
+            if need > free:
+                raise ValueError(f"unpacking {archive} needs {need >> 20} MiB but {out.parent} has {free >> 20} MiB "
+                                 f"free; free some space or set TMPDIR to a larger disk")
+            paths = [Path(zf.extract(m, out)) for m in members]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        raise ValueError(f"{archive} is not a readable zip archive ({one_line(exc)}); download it again") from None
+    return sorted(paths)
+
+
 def _index(root: Path, scratch: Path) -> list[Path]:
-    """Every file under ``root`` (a folder or a zip); zips inside are unpacked into ``scratch``."""
+    """Every file under ``root`` (a folder or a zip) that may be part of an asset; zips are
+    unpacked into ``scratch`` (only the members with an asset's file name)."""
     if root.is_file():
-        if not zipfile.is_zipfile(root):
-            return [root]
-        out = scratch / root.stem
-        zipfile.ZipFile(root).extractall(out)
-        root = out
+        if zipfile.is_zipfile(root) or root.suffix.lower() == ".zip":
+            return _unpack(root, scratch / root.stem)
+        return [root]
     files = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix == ".zip" and zipfile.is_zipfile(path):
-            inner = scratch / f"{path.stem}-{len(files)}"
-            zipfile.ZipFile(path).extractall(inner)
-            files.extend(p for p in sorted(inner.rglob("*")) if p.is_file())
+            files.extend(_unpack(path, scratch / f"{path.stem}-{len(files)}"))
         else:
             files.append(path)
     return files
@@ -203,12 +224,13 @@ def _place(asset: Asset, spec: TargetFile, source: Path, root: Path, force: bool
     if spec.sha256 is not None and digest != spec.sha256:
         return Outcome(asset.name, rel, "bad-checksum", f"{source}: sha256 {digest[:12]}…, expected {spec.sha256[:12]}…")
     if dest.exists():
-        if sha256(dest) == digest:
+        if dest.is_file() and sha256(dest) == digest:
             return Outcome(asset.name, rel, "present")
-        if not force:
-            return Outcome(asset.name, rel, "exists-differs", "a different file is already there; use --force to replace")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest)
+        if not force or not dest.is_file():
+            why = "a folder is in the way" if not dest.is_file() else "a different file is already there; use --force to replace"
+            return Outcome(asset.name, rel, "exists-differs", why)
+    with staged_file(dest) as tmp:  # a killed copy leaves no half file at dest
+        shutil.copyfile(source, tmp)
     return Outcome(asset.name, rel, "placed", f"from {source}")
 
 
@@ -217,39 +239,61 @@ def install_from(source: str | Path, root: str | Path = ".", names: Optional[Seq
     """Find each asset's files under ``source`` (folder or zip), verify, and copy them under ``root``.
 
     Without ``names``, assets none of whose files are in the source are left out of the report.
+    Raises FileNotFoundError (no source), NotADirectoryError (root is a file) or ValueError
+    (unknown asset name, unreadable zip) before anything is placed.
     """
     source, root = Path(source).expanduser(), Path(root)
     if not source.exists():
         raise FileNotFoundError(f"--from {source} does not exist; give a folder or a .zip holding the files")
-    assets = [ASSETS[n] for n in names] if names else list(MANIFEST)
+    _check_root(root)
+    assets = _assets(names) if names else list(MANIFEST)
     outcomes = []
     with tempfile.TemporaryDirectory() as scratch:
         files = _index(source, Path(scratch))
         for asset in assets:
-            mine: list[Outcome] = []
-            chosen_dirs: dict[str, Path] = {}
-            for spec in asset.files:
-                if spec.same_folder_as and spec.same_folder_as not in chosen_dirs:
-                    continue  # its sibling was not found: already reported
-                folder = chosen_dirs.get(spec.same_folder_as) if spec.same_folder_as else None
-                picked, why = _choose(spec, files, folder, explicit=bool(names))
-                if not picked:
-                    if spec.required or why != "not found in the source":
-                        status = "missing" if why == "not found in the source" else "ambiguous"
-                        mine.append(Outcome(asset.name, spec.target, status, why))
-                    continue
-                chosen_dirs[spec.pattern] = picked[0].parent
-                mine.extend(_place(asset, spec, f, root, force) for f in picked)
+            mine = _install_asset(asset, files, root, explicit=bool(names), force=force)
             if names or any(o.status != "missing" for o in mine):
                 outcomes.extend(mine)
     return outcomes
+
+
+def _install_asset(asset: Asset, files: list[Path], root: Path, explicit: bool, force: bool) -> list[Outcome]:
+    """Choose and place the files of one asset; one outcome per target."""
+    mine: list[Outcome] = []
+    chosen_dirs: dict[str, Path] = {}
+    for spec in asset.files:
+        if spec.same_folder_as and spec.same_folder_as not in chosen_dirs:
+            continue  # its sibling was not found: already reported
+        folder = chosen_dirs.get(spec.same_folder_as) if spec.same_folder_as else None
+        picked, why = _choose(spec, files, folder, explicit=explicit)
+        if not picked:
+            if spec.required or why != "not found in the source":
+                status = "missing" if why == "not found in the source" else "ambiguous"
+                mine.append(Outcome(asset.name, spec.target, status, why))
+            continue
+        chosen_dirs[spec.pattern] = picked[0].parent
+        mine.extend(_place(asset, spec, f, root, force) for f in picked)
+    return mine
+
+
+def _check_root(root: Path) -> None:
+    for p in [root, *root.parents]:
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"--root {root}: {p} is a file, not a folder; give the project folder")
+
+
+def _assets(names: Sequence[str]) -> list[Asset]:
+    unknown = [n for n in names if n not in ASSETS]
+    if unknown:
+        raise ValueError(f"unknown asset {unknown[0]!r}; choose from {', '.join(ASSETS)}")
+    return [ASSETS[n] for n in names]
 
 
 def check_installed(root: str | Path = ".", names: Optional[Sequence[str]] = None) -> list[Outcome]:
     """Which targets are present under ``root`` (with checksum where known)."""
     root = Path(root)
     out = []
-    for asset in ([ASSETS[n] for n in names] if names else MANIFEST):
+    for asset in (_assets(names) if names else MANIFEST):
         for spec in asset.files:
             found = sorted((root / spec.target).glob(spec.pattern)) if spec.is_glob else [root / spec.target]
             found = [f for f in found if f.is_file()]
@@ -264,25 +308,33 @@ def check_installed(root: str | Path = ".", names: Optional[Sequence[str]] = Non
 
 
 def download(names: Sequence[str], root: str | Path = ".", force: bool = False) -> list[Outcome]:
-    """Fetch the direct-URL assets among ``names`` (verified); list the links of the others."""
+    """Fetch the direct-URL assets among ``names`` (verified); list the links of the others.
+    A failed download is an outcome ("failed"), not an exception."""
     import urllib.request
+    _check_root(Path(root))
     out = []
-    for name in names:
-        asset = ASSETS[name]
+    for asset in _assets(names):
+        spec = asset.files[0]
         if not asset.direct:
-            out.append(Outcome(name, asset.files[0].target, "missing",
+            out.append(Outcome(asset.name, spec.target, "missing",
                                f"manual download: {asset.url} then --from the downloaded file"))
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            spec = asset.files[0]
             tmp = Path(scratch) / spec.pattern
-            urllib.request.urlretrieve(asset.url, tmp)  # noqa: S310 (fixed https URLs of the manifest)
+            try:
+                urllib.request.urlretrieve(asset.url, tmp)  # noqa: S310 (fixed https URLs of the manifest)
+            except (OSError, ValueError) as exc:
+                out.append(Outcome(asset.name, spec.target, "failed",
+                                   f"download failed ({one_line(exc)}); fetch {asset.url} by hand and use --from"))
+                continue
             out.append(_place(asset, spec, tmp, Path(root), force))
     return out
 
 
-def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+# --------------------------------------------------------------------------- CLI: parse -> act -> report
+def build_parser() -> OneLineParser:
+    """The command line of ``python -m prepare.download_official``."""
+    p = OneLineParser(prog="python -m prepare.download_official", description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--list", action="store_true", help="show the manifest")
     mode.add_argument("--from", dest="source", help="install from a folder or zip you already have")
@@ -291,33 +343,49 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--root", default=".", help="project root to install into (default: .)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="restrict --from / --check to these assets")
     p.add_argument("--force", action="store_true", help="replace existing files that differ")
-    args = p.parse_args(argv)
-    unknown = [n for n in (args.only or []) + (args.download or []) if n not in ASSETS]
-    if unknown:
-        p.error(f"unknown asset {unknown[0]!r}; choose from {', '.join(ASSETS)}")
-    return args
+    return p
+
+
+def manifest_lines() -> list[str]:
+    """The manifest as printed by ``--list``."""
+    lines = []
+    for a in MANIFEST:
+        lines.append(f"{a.name:28s} {a.description}\n{'':28s} {a.url}")
+        for f in a.files:
+            lines.append(f"{'':30s}-> {f.target}{'/' + f.pattern if f.is_glob else ''}  sha256={f.sha256 or 'unpublished'}")
+    return lines
+
+
+def _outcomes(args: argparse.Namespace) -> list[Outcome]:
+    """Do what the mode asks; a ``--from`` that matches nothing is a user mistake."""
+    _assets((args.only or []) + (args.download or []))  # unknown names fail before any work
+    if args.source:
+        with terminate_as_exit():
+            outcomes = install_from(args.source, args.root, args.only, args.force)
+        if not outcomes:
+            raise UsageError(f"no file of the manifest found under {args.source} (see --list for the names looked for)")
+        return outcomes
+    if args.download:
+        with terminate_as_exit():
+            return download(args.download, args.root, args.force)
+    return check_installed(args.root, args.only)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parse(argv)
-    if args.list:
-        for a in MANIFEST:
-            print(f"{a.name:28s} {a.description}\n{'':28s} {a.url}")
-            for f in a.files:
-                print(f"{'':30s}-> {f.target}{'/' + f.pattern if f.is_glob else ''}  sha256={f.sha256 or 'unpublished'}")
-        return 0
-    if args.source:
-        outcomes = install_from(args.source, args.root, args.only, args.force)
-        if not outcomes:
-            print(f"no file of the manifest found under {args.source} (see --list for the names looked for)")
-            return 1
-    elif args.download:
-        outcomes = download(args.download, args.root, args.force)
-    else:
-        outcomes = check_installed(args.root, args.only)
-    for o in outcomes:
-        print(o.line())
-    return 0 if all(o.ok for o in outcomes) else 1
+    """CLI entry point: 0 when every target is in place, 1 when one is not, 2 for a user mistake."""
+    status = {"code": 0}
+
+    def run(args: argparse.Namespace) -> None:
+        if args.list:
+            print("\n".join(manifest_lines()))
+            return
+        outcomes = _outcomes(args)
+        for o in outcomes:
+            print(o.line())
+        status["code"] = 0 if all(o.ok for o in outcomes) else 1
+
+    code = run_cli(build_parser(), argv, run)
+    return code or status["code"]
 
 
 if __name__ == "__main__":

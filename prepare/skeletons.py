@@ -13,9 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from motion_core.spec import HUMANML3D
-from prepare.bvh import Bvh, forward_kinematics
+from prepare.bvh import Bvh, forward_kinematics, select_joints
 
 Source = tuple[tuple[str, float], ...]  # ((joint name, weight), ...), weights sum to 1
+
+
+def names_preview(names: list[str], limit: int = 25) -> str:
+    """``names`` for a message, cut after ``limit`` (a hostile file may have thousands)."""
+    if len(names) <= limit:
+        return str(names)
+    return f"{names[:limit]}"[:-1] + f", ... ({len(names)} joints in all)]"
 
 
 def _one(name: str) -> Source:
@@ -51,7 +58,7 @@ class SkeletonMap:
         if missing:
             raise ValueError(
                 f"{bvh.source}: skeleton {self.name!r} needs joints {missing} that the file lacks "
-                f"(it has {bvh.names}); pick the matching --skeleton"
+                f"(it has {names_preview(bvh.names)}); pick the matching --skeleton"
             )
         index = {n: i for i, n in enumerate(bvh.names)}
         weights = np.zeros((len(self.sources), len(bvh.joints)))
@@ -61,9 +68,12 @@ class SkeletonMap:
         return weights
 
     def joints(self, bvh: Bvh) -> np.ndarray:
-        """HumanML3D joint positions ``[F, 22, 3]`` (metres, Y up) of every BVH frame."""
-        pos = forward_kinematics(bvh)  # [F, J, 3] file units
-        out = np.einsum("kj,fjc->fkc", self.weight_matrix(bvh), pos)
+        """HumanML3D joint positions ``[F, 22, 3]`` (metres, Y up) of every BVH frame.
+        Only the joints read and their ancestors are posed (other joints cost nothing)."""
+        self.weight_matrix(bvh)  # names missing joints before any work
+        used = select_joints(bvh, self.required_joints())
+        pos = forward_kinematics(used)  # [F, J_used, 3] file units
+        out = np.einsum("kj,fjc->fkc", self.weight_matrix(used), pos)
         out = out @ np.asarray(self.to_y_up, dtype=np.float64).T
         return out * self.unit_scale
 
@@ -138,15 +148,15 @@ def guess_skeleton(bvh: Bvh) -> SkeletonMap:
             return skel
     raise ValueError(
         f"{bvh.source}: joint names match no known skeleton ({sorted(SKELETONS)}); "
-        f"the file has {bvh.names}"
+        f"the file has {names_preview(bvh.names)}"
     )
 
 
 def resample(frames: np.ndarray, src_fps: float, dst_fps: float = HUMANML3D.fps) -> np.ndarray:
     """Linearly interpolate ``frames [F, ...]`` sampled at ``src_fps`` onto a ``dst_fps`` grid
     starting at the first frame; returns ``[floor((F-1) * dst/src + eps) + 1, ...]`` frames."""
-    if src_fps <= 0 or dst_fps <= 0:
-        raise ValueError(f"frame rates must be > 0, got src_fps={src_fps}, dst_fps={dst_fps}")
+    if not (np.isfinite(src_fps) and np.isfinite(dst_fps) and src_fps > 0 and dst_fps > 0):
+        raise ValueError(f"frame rates must be finite and > 0, got src_fps={src_fps}, dst_fps={dst_fps}")
     frames = np.asarray(frames, dtype=np.float64)
     count = frames.shape[0]
     if count == 0:

@@ -100,6 +100,15 @@ def test_euler_order_follows_the_channel_order(order):
         (lambda t: t.replace("MOTION", "MOTON"), 20, "no MOTION"),
         (lambda t: t.replace("  }\n}\nMOTION", "  }\nMOTION"), 14, "file ends"),
         (lambda t: t.replace("Frame Time: 0.05", "Frame Time: 0"), 18, "must be > 0"),
+        # hostile header numbers: each once crashed the caller (OverflowError, huge arrays)
+        (lambda t: t.replace("Frames: 2", "Frames: inf"), 17, "frame count inf is not a count"),
+        (lambda t: t.replace("Frames: 2", "Frames: nan"), 17, "frame count nan is not a count"),
+        (lambda t: t.replace("Frames: 2", "Frames: -1"), 17, "is not a count"),
+        (lambda t: t.replace("Frame Time: 0.05", "Frame Time: nan"), 18, "must be > 0"),
+        (lambda t: t.replace("Frame Time: 0.05", "Frame Time: inf"), 18, "is outside [1e-05, 10] s"),
+        (lambda t: t.replace("Frame Time: 0.05", "Frame Time: 1e300"), 18, "is outside [1e-05, 10] s"),
+        (lambda t: t.replace("Frame Time: 0.05", "Frame Time: 1e-320"), 18, "is outside [1e-05, 10] s"),
+        (lambda t: t.replace("CHANNELS 3 Xrotation", "CHANNELS 99999999999 Xrotation"), 9, "channel count"),
     ],
 )
 def test_corrupt_files_raise_one_line_errors_naming_file_and_line(tmp_path, mutate, line, what):
@@ -201,3 +210,50 @@ def test_cmu_map_gives_a_plausible_body_and_features():
     assert np.isfinite(feats).all()
     canon = canonicalize(resample(joints, bvh.fps))
     assert canon[0, 1, 0] > 0 > canon[0, 2, 0]  # left hip on +x: the body faces +z
+
+
+def chain_bvh(depth: int, frames: int = 2) -> str:
+    """A single chain of ``depth`` joints, each nested in the previous one (one rotation each)."""
+    lines = ["HIERARCHY", "ROOT j0", "{", "OFFSET 0 0 0", "CHANNELS 1 Zrotation"]
+    for i in range(1, depth):
+        lines += [f"JOINT j{i}", "{", "OFFSET 0 1 0", "CHANNELS 1 Zrotation"]
+    lines += ["End Site", "{", "OFFSET 0 1 0", "}", *["}"] * depth]
+    lines += ["MOTION", f"Frames: {frames}", "Frame Time: 0.0333333", *[" ".join(["0"] * depth)] * frames]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("depth", [3000, 20000])
+def test_deeply_nested_hierarchy_parses_without_recursion(depth):
+    # 3,000 nested joints used to raise RecursionError (and take a whole folder's conversion down)
+    bvh = parse_bvh(chain_bvh(depth), "deep.bvh")
+    assert len(bvh.joints) == depth and bvh.parents.tolist() == list(range(-1, depth - 1))
+    assert bvh.end_sites[0][0] == depth - 1
+    np.testing.assert_allclose(rest_positions(bvh)[-1], [0, depth - 1, 0])
+
+
+def test_skeleton_errors_stay_short_for_files_with_thousands_of_joints():
+    bvh = parse_bvh(chain_bvh(3000), "deep.bvh")
+    for call in (lambda: guess_skeleton(bvh), lambda: BANDAI.joints(bvh)):
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert "(3000 joints in all)" in message and "j2999" not in message and len(message) < 1000
+
+
+def test_select_joints_keeps_ancestors_and_gives_identical_positions():
+    from prepare.bvh import select_joints
+
+    bvh = read_bvh(sample_files()[0])
+    sub = select_joints(bvh, ["Hand_L", "Head"])
+    kept = sub.names
+    assert kept[0] == bvh.names[0] and "Hand_L" in kept and "Head" in kept and "Foot_R" not in kept
+    assert all(bvh.index(kept[p]) == bvh.parents[bvh.index(n)] for n, p in zip(kept, sub.parents) if p >= 0)
+    full = forward_kinematics(bvh)
+    np.testing.assert_array_equal(forward_kinematics(sub), full[:, [bvh.index(n) for n in kept]])
+    np.testing.assert_array_equal(BANDAI.joints(bvh)[:, 20], full[:, bvh.index("Hand_L")] * 0.01)
+
+
+@pytest.mark.parametrize("src,dst", [(30.0, float("nan")), (float("inf"), 20.0), (30.0, 0.0), (-30.0, 20.0)])
+def test_resample_rejects_rates_that_are_not_positive_and_finite(src, dst):
+    with pytest.raises(ValueError, match="finite and > 0"):
+        resample(np.zeros((4, 2)), src, dst)

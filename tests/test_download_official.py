@@ -96,8 +96,9 @@ def test_check_and_cli(tmp_path, downloads, capsys):
     status = by_target(dl.check_installed(root, ["glove", "humanml_trans_dec_512"]))
     assert status["glove/our_vab_data.npy"].status == "present"
     assert status["save/humanml_trans_dec_512"].status == "missing"
-    with pytest.raises(SystemExit):
-        dl.main(["--check", "--only", "no_such_asset"])
+    capsys.readouterr()
+    assert dl.main(["--check", "--only", "no_such_asset"]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.strip().startswith("error: unknown asset 'no_such_asset'")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         dl.install_from(tmp_path / "nowhere", root)
 
