@@ -16,7 +16,7 @@ def test_default_model_two_step_collage_generation():
     assert model.args.text_encoder_type == "bow" and model.spec.feature_dim == 263
     assert (SAVE / "default" / "model.safetensors").stat().st_size < 20 * 2 ** 20
     rows = [[("a person walks forward", 40), ("a person waves the right hand", 30)]]
-    out = generate_motions(model, rows, method_options={"overlap": 10}, steps=2, seed=0)
+    out = generate_motions(model, rows, method_options={"overlap": "10f"}, steps=2, seed=0)
     assert out.features.shape == (1, 70, 263) and np.isfinite(out.features).all()
     joints = out.joints[0]
     assert joints.shape == (70, 22, 3)
@@ -24,6 +24,28 @@ def test_default_model_two_step_collage_generation():
     assert np.all(joints[:, 15, 1] > joints[:, 0, 1])
     assert 0.5 < float(np.median(joints[:, 15, 1])) < 2.5
     assert [(s.start, s.end) for s in out.generation.graphs[0].segments] == [(0, 40), (40, 70)]
+
+
+def test_default_model_golden_values():
+    """A fixed-seed short collage on CPU: a regression in the shipped model's output fails here.
+
+    Values recorded with 1 thread; 1 vs 2 threads differ by ~2e-6 (summation order).
+    """
+    model = mdm_adapter.load(SAVE / "default", device="cpu")
+    rows = [[("a person walks forward", 30), ("a person waves the right hand", 30)]]
+    out = generate_motions(model, rows, steps=10, seed=0)
+    features, joints = out.features[0], out.joints[0]
+    np.testing.assert_allclose(features[::15, :4], [
+        [0.135048, 0.186397, 0.611561, -0.185812],
+        [0.238471, 0.108102, 0.548418, -0.675209],
+        [0.095354, 0.024414, -0.235762, 0.422553],
+        [0.033210, -0.047570, -1.009565, 0.660787]], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(joints[[0, 30, 59]][:, [0, 21]].reshape(3, -1), [
+        [0.0, 0.868941, 0.0, -0.183473, 0.857743, 0.220433],
+        [0.015923, 0.882830, 1.279835, -0.392897, 1.177970, 1.418280],
+        [-0.002859, 0.886284, 1.332606, -0.276342, 0.851984, 1.408984]], atol=1e-4, rtol=0)
+    assert abs(float(features.mean()) - 0.029589) < 1e-4 and abs(float(features.std()) - 0.866090) < 1e-4
+    assert out.generation.sequential_calls == 10
 
 
 def test_default_evaluator_forward_pass():
