@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -20,6 +22,46 @@ ARCHS = ("trans_enc", "trans_dec")
 TEXT_ENCODERS = ("clip", "bert", "bow")
 # Width of each text encoder's feature; "bow" has no fixed width (its file says).
 TEXT_FEATURE_DIMS = {"clip": 512, "bert": 768}
+
+
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def check_field_types(obj: Any, prefix: str = "") -> None:
+    """Each dataclass field holds its annotated JSON type: bool, int (not bool), float (an int is
+    fine; NaN and infinities are not) or str, or None where the annotation allows it.
+
+    Fields of other types are not checked. Raises ValueError ``"<prefix>'name' must be ..."``.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        hint, value = hints[f.name], getattr(obj, f.name)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = typing.get_args(hint) if union else (hint,)
+        kind = next((k for k in kinds if k in _KIND_WORDS), None)
+        if kind is None or (value is None and type(None) in kinds):
+            continue
+        if kind is bool or kind is str:
+            ok = isinstance(value, kind)
+        else:
+            ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        if not ok:
+            also = " or null" if type(None) in kinds else ""
+            raise ValueError(f"{prefix}{f.name!r} must be {_KIND_WORDS[kind]}{also}, got {value!r}")
+
+
+def check_range(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False,
+                high_open: bool = False) -> None:
+    """ValueError ``"<name> must be in [low, high], got value"`` unless low <= value <= high (open ends strict)."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if above and below:
+        return
+    if high == math.inf:
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    raise ValueError(f"{name} must be in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +98,10 @@ class MDMArgs:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._check_types()
+        check_field_types(self, "args.json key ")
+        name = self.text_encoder_file
+        if not name or name != Path(name).name or name in (".", ".."):
+            raise ValueError(f"text_encoder_file must be a file name beside the weights, got {name!r}")
         get_spec(self.dataset)  # raises on an unknown dataset
         if self.arch not in ARCHS:
             hint = " (the release defines it but never published a checkpoint)" if self.arch == "gru" else ""
@@ -85,29 +130,6 @@ class MDMArgs:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.cond_mask_prob < 1.0:
             raise ValueError(f"cond_mask_prob must be in [0, 1), got {self.cond_mask_prob}")
-
-    def _check_types(self) -> None:
-        """Each key has the JSON type of its default (ints count as floats); floats are finite."""
-        for f in fields(self):
-            value, default = getattr(self, f.name), f.default
-            if f.name == "extra" or (f.name == "text_feature_dim" and value is None):
-                continue
-            if f.name == "text_feature_dim":
-                default = 0
-            if isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, (int, float)):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                ok = ok and (isinstance(value, int) if isinstance(default, int) else math.isfinite(value))
-            else:
-                ok = isinstance(value, str)
-            if not ok:
-                kind = ("true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int)
-                        else "a finite number" if isinstance(default, float) else "a string")
-                raise ValueError(f"args.json key {f.name!r} must be {kind}, got {value!r}")
-        name = self.text_encoder_file
-        if not name or name != Path(name).name or name in (".", ".."):
-            raise ValueError(f"text_encoder_file must be a file name beside the weights, got {name!r}")
 
     # ----------------------------------------------------------------- derived values
     @property

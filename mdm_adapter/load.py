@@ -170,9 +170,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"no model*.pt or model.safetensors in folder {path}; pass the checkpoint file itself")
 
 
-def _describe_unreadable(path: Path, err: Exception) -> str:
+def describe_unreadable(path: Path, err: Exception) -> str:
     """Why torch.load failed, in words (empty, truncated zip, text file, non-tensor content)."""
-    head = path.open("rb").read(512)
+    with path.open("rb") as f:
+        head = f.read(512)
     if not head:
         return "the file is empty"
     if head.startswith(b"PK"):
@@ -183,7 +184,7 @@ def _describe_unreadable(path: Path, err: Exception) -> str:
         if not intact:
             return "its zip archive is truncated or corrupt (download it again)"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"it holds objects other than tensors, refused by weights_only loading ({first})"
+        return f"it holds objects other than tensors, refused by weights_only loading ({first.split('. ')[0]})"
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:
@@ -206,7 +207,7 @@ def read_state_dict(path: Path, use_ema: bool = False) -> dict[str, Tensor]:
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises several types for unreadable files
-        raise ValueError(f"cannot load {path}: {_describe_unreadable(path, err)}") from None
+        raise ValueError(f"cannot load {path}: {describe_unreadable(path, err)}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, expected an MDM state dict (or {{'model', 'model_avg'}})")
     if "model" in obj and isinstance(obj["model"], dict):

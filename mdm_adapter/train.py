@@ -25,18 +25,23 @@ import os
 import shutil
 import signal
 import time
+import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mdm_adapter.args import MDMArgs
+from mdm_adapter.args import MDMArgs, check_field_types, check_range
 from mdm_adapter.model import MDM, drop_text
 from mdm_adapter.schedules import DiscreteSchedule
 from mdm_adapter.text_bow import BagOfWordsEncoder
+from motion_core.cli import OneLineParser, UsageError, run_cli
+from motion_core.devices import resolve_device
 
 CHECKPOINT = "checkpoint.pt"
 LOSS_LOG = "loss.csv"
@@ -45,6 +50,11 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 # Settings a resumed run may change: bookkeeping, and max_steps (to extend or shorten a run; the
 # cosine decay is then recomputed for the new end, visible in the lr column of loss.csv).
 RESUMABLE_CHANGES = frozenset({"num_threads", "checkpoint_minutes", "log_every", "max_steps"})
+POSITIVE_INTS = ("latent_dim", "layers", "num_heads", "ff_size", "diffusion_steps", "max_frames", "crop_min_frames",
+                 "clip_min_frames", "batch_size", "num_threads", "log_every", "val_every", "val_clips")
+EXPORTED = ("model.safetensors", "args.json", "Mean.npy", "Std.npy", "text_encoder.safetensors", LOSS_LOG,
+            "loss_curve.png")
+DATA_FILES = ("train_arrays.npz", "Mean.npy", "Std.npy", "text_encoder.safetensors")
 
 
 @dataclass(frozen=True)
@@ -95,22 +105,52 @@ class TrainConfig:
     checkpoint_minutes: float = 3.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        for name in POSITIVE_INTS:
+            check_range(name, getattr(self, name), 1)
+        for name in ("warmup_steps", "max_steps", "seed", "weight_decay", "grad_clip", "group_balance"):
+            check_range(name, getattr(self, name), 0)
+        for name in ("dropout", "cond_mask_prob", "adam_beta1", "adam_beta2", "ema_decay"):
+            check_range(name, getattr(self, name), 0, 1, high_open=True)
+        for name in ("full_crop_prob", "lr_min_ratio"):
+            check_range(name, getattr(self, name), 0, 1)
+        check_range("batch_len_quantile", self.batch_len_quantile, 0, 1, low_open=True)
+        check_range("lr", self.lr, 0, low_open=True)
+        check_range("checkpoint_minutes", self.checkpoint_minutes, 0, low_open=True)
+        DiscreteSchedule.from_name(self.noise_schedule, self.diffusion_steps)  # raises on an unknown name
+        self.mdm_args(1)  # the network settings (dataset, heads dividing the width) are checked there
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str) -> "TrainConfig":
+        """Build from parsed JSON; ``source`` names where it came from in every error."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} holds a JSON {type(values).__name__}, expected an object of settings")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown keys in {source}: {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
+        """Read a config file (a JSON object of settings; absent keys take their defaults)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"training config not found: {path}")
-        values = json.loads(path.read_text())
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown keys in {path}: {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}")
-        return cls(**values)
+            raise FileNotFoundError(f"training config not found: {path} (expected a JSON file such as "
+                                    f"configs/default_model.json)")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); expected an object of training settings") from None
+        return cls.from_dict(values, str(path))
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        write_text_atomic(Path(path), json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     def mdm_args(self, text_feature_dim: int) -> MDMArgs:
         """The ``args.json`` settings of the trained network (MDM's key names)."""
@@ -152,13 +192,13 @@ class TrainData:
 
 def load_data(data_dir: str | Path, cfg: TrainConfig) -> TrainData:
     """Read the compact arrays, normalisation statistics and text features of a dataset folder."""
-    data_dir = Path(data_dir)
+    data_dir = check_data_dir(data_dir)
     npz_path = data_dir / "train_arrays.npz"
-    for p in (npz_path, data_dir / "Mean.npy", data_dir / "Std.npy", data_dir / "text_encoder.safetensors"):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} is missing; build the dataset with python -m prepare.build_default_dataset")
-    with np.load(npz_path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in ("features", "offsets", "split", "group", "captions", "caption_offsets")}
+    arrays = read_arrays(npz_path)
+    mean, std = (read_vector(data_dir / name, arrays["features"].shape[1]) for name in ("Mean.npy", "Std.npy"))
+    if not (std > 0).all():
+        raise ValueError(f"{data_dir / 'Std.npy'} has entries <= 0 (first at dim {int(np.argmax(~(std > 0)))}); "
+                         f"rebuild the dataset statistics")
     encoder = BagOfWordsEncoder.from_file(data_dir / "text_encoder.safetensors")
     text_features = encoder.encode([str(c) for c in arrays["captions"]])
     lengths = np.diff(arrays["offsets"])
@@ -180,9 +220,62 @@ def load_data(data_dir: str | Path, cfg: TrainConfig) -> TrainData:
     train, val = subset(SPLITS["train"]), subset(SPLITS["val"])
     if train.num_clips == 0:
         raise ValueError(f"no training clip of at least {cfg.clip_min_frames} frames in {npz_path}")
-    mean = torch.from_numpy(np.load(data_dir / "Mean.npy").astype(np.float32))
-    std = torch.from_numpy(np.load(data_dir / "Std.npy").astype(np.float32))
-    return TrainData(train, val, text_features, mean, std)
+    return TrainData(train, val, text_features, torch.from_numpy(mean), torch.from_numpy(std))
+
+
+def check_data_dir(data_dir: str | Path, names: Sequence[str] = DATA_FILES) -> Path:
+    """The dataset folder, holding ``names`` (FileNotFoundError naming what is missing)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        what = "is a file" if data_dir.exists() else "does not exist"
+        raise FileNotFoundError(f"data folder {data_dir} {what}; build it with python -m "
+                                f"prepare.build_default_dataset --src <dataset checkout> --out {data_dir}")
+    for name in names:
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"{data_dir / name} is missing; build the dataset with python -m "
+                                    f"prepare.build_default_dataset")
+    return data_dir
+
+
+ARRAY_KINDS = {"features": "f", "offsets": "iu", "split": "iu", "group": "iu", "captions": "U", "caption_offsets": "iu"}
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``train_arrays.npz``, checked for kind and consistency (ValueError naming the file)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ARRAY_KINDS if k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())}); rebuild it "
+                         f"with python -m prepare.build_default_dataset") from None
+    bad = [k for k, kinds in ARRAY_KINDS.items() if k not in arrays or arrays[k].dtype.kind not in kinds]
+    if bad:
+        raise ValueError(f"{path}: array {bad[0]!r} is missing or of the wrong type; rebuild it with python -m "
+                         f"prepare.build_default_dataset")
+    n, offsets, feats = len(arrays["split"]), arrays["offsets"], arrays["features"]
+    consistent = (feats.ndim == 2 and offsets.shape == (n + 1,) and arrays["group"].shape == (n,)
+                  and arrays["caption_offsets"].shape == (n + 1,) and offsets[0] == 0 and offsets[-1] == len(feats)
+                  and (np.diff(offsets) >= 0).all() and arrays["caption_offsets"][-1] == len(arrays["captions"])
+                  and (np.diff(arrays["caption_offsets"]) > 0).all() and (arrays["group"] >= 0).all())
+    if not consistent:
+        raise ValueError(f"{path}: offsets, splits, groups and captions do not fit together; rebuild it with "
+                         f"python -m prepare.build_default_dataset")
+    if not np.isfinite(feats).all():
+        raise ValueError(f"{path}: features contain NaN or infinite values; rebuild the dataset")
+    return arrays
+
+
+def read_vector(path: Path, size: int) -> np.ndarray:
+    """``Mean.npy`` / ``Std.npy`` as finite float32 ``[size]`` (ValueError naming the file)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as err:
+        raise ValueError(f"cannot read {path} ({' '.join(str(err).split())}); expected a float array saved by "
+                         f"numpy") from None
+    if array.dtype.kind not in "fiu" or array.shape != (size,) or not np.isfinite(array).all():
+        raise ValueError(f"{path} holds {array.dtype} {array.shape}, expected {size} finite numbers (one per "
+                         f"feature of train_arrays.npz)")
+    return array.astype(np.float32)
 
 
 def sampling_weights(group: Tensor, balance: float) -> Tensor:
@@ -321,14 +414,40 @@ def save_checkpoint(state: TrainState, cfg: TrainConfig, out: Path) -> None:
     os.replace(tmp, out / CHECKPOINT)
 
 
+def read_checkpoint(path: Path, needs: Sequence[str], fix: str) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (tensors only: ``weights_only``), with ``needs``.
+
+    An unreadable file, or one without those entries, is one ValueError naming it and ``fix``.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several types for unreadable or hostile files
+        from mdm_adapter.load import describe_unreadable
+        raise ValueError(f"cannot read {path}: {describe_unreadable(path, err)}; {fix}") from None
+    missing = [k for k in needs if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of mdm_adapter.train (no {missing[0]!r}): {fix}")
+    return ckpt
+
+
+RESUME_FIX = "delete it (and loss.csv) to start the run again, or use another --out"
+
+
 def load_checkpoint(state: TrainState, path: Path) -> None:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state.net.load_state_dict(ckpt["model"])
-    state.ema.load_state_dict(ckpt["ema"])
-    state.opt.load_state_dict(ckpt["opt"])
-    state.gen.set_state(ckpt["gen"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    state.step, state.elapsed_s = int(ckpt["step"]), float(ckpt["elapsed_s"])
+    """Restore a run's exact state (weights, optimiser, both random generators, step)."""
+    ckpt = read_checkpoint(path, ("model", "ema", "opt", "gen", "torch_rng", "step", "elapsed_s"), RESUME_FIX)
+    try:
+        state.net.load_state_dict(ckpt["model"])
+        state.ema.load_state_dict(ckpt["ema"])
+        state.opt.load_state_dict(ckpt["opt"])
+        state.gen.set_state(ckpt["gen"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state.step, state.elapsed_s = int(ckpt["step"]), float(ckpt["elapsed_s"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} does not fit this run's network ({first}): {RESUME_FIX}") from None
 
 
 def warm_start(state: TrainState, path: Path) -> None:
@@ -339,13 +458,16 @@ def warm_start(state: TrainState, path: Path) -> None:
     exactly like the old one.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"init_from checkpoint {path} does not exist")
-    old = torch.load(path, map_location="cpu", weights_only=True)["ema"]
+        raise FileNotFoundError(f"init_from checkpoint {path} does not exist; set init_from in the config to "
+                                f"another run's checkpoint.pt, or to \"\" to start from scratch")
+    old = read_checkpoint(path, ("ema",), "fix init_from in the config")["ema"]
     new = state.net.state_dict()
     for key, value in new.items():
         if key not in old:
             raise ValueError(f"init_from {path}: key {key!r} missing")
         src = old[key]
+        if not isinstance(src, Tensor):
+            raise ValueError(f"init_from {path}: {key!r} is a {type(src).__name__}, not a tensor")
         if src.shape == value.shape:
             new[key] = src.clone()
         elif key == "embed_text.weight" and src.shape[0] == value.shape[0] and src.shape[1] < value.shape[1]:
@@ -359,12 +481,18 @@ def warm_start(state: TrainState, path: Path) -> None:
 
 
 def _trim_log(path: Path, step: int) -> None:
-    """Drop log rows after `step` (they belong to work lost since the last checkpoint)."""
+    """Drop log rows after `step` (work lost since the last checkpoint) and any torn last row."""
     if not path.is_file():
         return
-    with path.open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-    _write_log(path, rows, mode="w")
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if None not in r.values() and r["step"].isdigit()
+                and int(r["step"]) <= step]
+    tmp = temporary_path(path)
+    try:
+        _write_log(tmp, rows, mode="w")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]], mode: str = "a") -> None:
@@ -376,21 +504,57 @@ def _write_log(path: Path, rows: list[dict[str, Any]], mode: str = "a") -> None:
         w.writerows(rows)
 
 
+# --------------------------------------------------------------------------- files
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside ``path`` to write it under (the suffix is kept: writers infer formats from it)."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def remove_stale_temporaries(folder: Path, names: Sequence[str]) -> None:
+    """Delete the temporaries of ``names`` that an earlier, killed run left in ``folder``."""
+    for name in names:
+        for tmp in folder.glob(f".{Path(name).stem}.tmp-*{Path(name).suffix}"):
+            tmp.unlink(missing_ok=True)
+    (folder / (CHECKPOINT + ".tmp")).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file under a temporary name, then rename it into place."""
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged(paths: Sequence[Path]) -> Iterator[dict[Path, Path]]:
+    """``{final: temporary}`` for several outputs; the temporaries written in the block are renamed
+    into place together when it succeeds, and removed whatever happens."""
+    tmps = {p: temporary_path(p) for p in paths}
+    try:
+        yield tmps
+        for final, tmp in tmps.items():
+            if tmp.exists():
+                os.replace(tmp, final)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(path: Path, flag: str) -> Path:
+    """An output folder path that is not an existing file."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; expected a folder (it is created if absent)")
+    return path
+
+
 # --------------------------------------------------------------------------- loop
-def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str = "cpu",
-          max_minutes: Optional[float] = None, until_step: Optional[int] = None,
-          progress: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> TrainState:
-    """Train until cfg.max_steps (or `until_step`, `max_minutes` of this call, or `should_stop()`
-    returning True), resuming from ``out`` if it holds a checkpoint; always checkpoints before
-    returning."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.num_threads)
-    dev = torch.device(device)
-    data = load_data(data_dir, cfg)
-    state = build_state(cfg, data.text_features.shape[1], dev)
+def _resume_or_start(state: TrainState, cfg: TrainConfig, out: Path, progress: bool) -> None:
+    """Continue the run in ``out`` (same config but for RESUMABLE_CHANGES), or warm-start a new one."""
     if (out / CHECKPOINT).is_file():
-        saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
+        saved = _saved_config(out / "config.json")
         # a key missing from an older run's config.json had its default value then
         defaults = asdict(TrainConfig())
         changed = sorted(k for k, v in asdict(cfg).items()
@@ -408,13 +572,43 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
         warm_start(state, Path(cfg.init_from))
         if progress:
             print(f"initialised from {cfg.init_from}")
+
+
+def _saved_config(path: Path) -> Optional[dict[str, Any]]:
+    """A run's config.json as a dict (None when absent); damaged is one ValueError."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); restore it or delete the run folder") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a JSON {type(saved).__name__}, expected the run's settings")
+    return saved
+
+
+def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str = "cpu",
+          max_minutes: Optional[float] = None, until_step: Optional[int] = None,
+          progress: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> TrainState:
+    """Train until cfg.max_steps (or `until_step`, `max_minutes` of this call, or `should_stop()`
+    returning True), resuming from ``out`` if it holds a checkpoint; always checkpoints before
+    returning."""
+    out = check_output_dir(Path(out), "--out")
+    if max_minutes is not None:
+        check_range("max_minutes", max_minutes, 0, low_open=True)
+    dev = torch.device(resolve_device(device))
+    torch.set_num_threads(cfg.num_threads)
+    data = load_data(data_dir, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, ("config.json", LOSS_LOG))
+    state = build_state(cfg, data.text_features.shape[1], dev)
+    _resume_or_start(state, cfg, out, progress)
     cfg.to_json(out / "config.json")
     abar = DiscreteSchedule.from_name(cfg.noise_schedule, cfg.diffusion_steps).alphas_cumprod
     probs = sampling_weights(data.train.group, cfg.group_balance)
     state.net.train()
     start = time.monotonic()
     base_elapsed, last_ckpt, last_log = state.elapsed_s, start, start
-    pending: list[dict[str, Any]] = []
     losses: list[float] = []
     log_step = state.step
     last = cfg.max_steps if until_step is None else min(until_step, cfg.max_steps)
@@ -423,35 +617,16 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
             break
         if should_stop is not None and should_stop():
             break
-        lr = learning_rate(state.step, cfg)
-        for group in state.opt.param_groups:
-            group["lr"] = lr
-        ids = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=state.gen)
-        x0, mask, text = make_batch(data.train, data, cfg, ids, state.gen)
-        loss = diffusion_loss(state.net, x0, mask, text, abar, state.gen, cfg.cond_mask_prob,
-                              precision=cfg.precision)
-        state.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
-        state.opt.step()
-        decay = min(cfg.ema_decay, (1 + state.step) / (10 + state.step))
-        ema_update(state.ema, state.net, decay)
-        state.step += 1
+        lr, loss = _train_step(state, data, cfg, abar, probs)
         state.elapsed_s = base_elapsed + time.monotonic() - start
-        losses.append(loss.item())
+        losses.append(loss)
         if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
             now = time.monotonic()
-            val = validation_loss(state.ema, data, cfg, abar) if state.step % cfg.val_every == 0 else None
-            pending.append({"step": state.step, "loss": f"{np.mean(losses):.6f}",
-                            "val_loss": "" if val is None else f"{val:.6f}", "lr": f"{lr:.3e}",
-                            "elapsed_s": f"{state.elapsed_s:.1f}",
-                            "steps_per_s": f"{(state.step - log_step) / max(now - last_log, 1e-9):.3f}"})
+            row = _log_row(state, data, cfg, abar, lr, losses, (state.step - log_step) / max(now - last_log, 1e-9))
             if progress:
-                print(" ".join(f"{k}={v}" for k, v in pending[-1].items() if v != ""), flush=True)
+                print(" ".join(f"{k}={v}" for k, v in row.items() if v != ""), flush=True)
             losses, last_log, log_step = [], now, state.step
-            _write_log(out / LOSS_LOG, pending)
-            pending = []
+            _write_log(out / LOSS_LOG, [row])
         if time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes:
             save_checkpoint(state, cfg, out)
             last_ckpt = time.monotonic()
@@ -459,30 +634,67 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     return state
 
 
+def _train_step(state: TrainState, data: TrainData, cfg: TrainConfig, abar: Tensor,
+                probs: Tensor) -> tuple[float, float]:
+    """One optimiser step and EMA update; returns (learning rate, loss)."""
+    lr = learning_rate(state.step, cfg)
+    for group in state.opt.param_groups:
+        group["lr"] = lr
+    ids = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=state.gen)
+    x0, mask, text = make_batch(data.train, data, cfg, ids, state.gen)
+    loss = diffusion_loss(state.net, x0, mask, text, abar, state.gen, cfg.cond_mask_prob, precision=cfg.precision)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
+    state.opt.step()
+    decay = min(cfg.ema_decay, (1 + state.step) / (10 + state.step))
+    ema_update(state.ema, state.net, decay)
+    state.step += 1
+    return lr, loss.item()
+
+
+def _log_row(state: TrainState, data: TrainData, cfg: TrainConfig, abar: Tensor, lr: float,
+             losses: list[float], steps_per_s: float) -> dict[str, str]:
+    """One loss.csv row (validation loss of the EMA weights every ``val_every`` steps)."""
+    val = validation_loss(state.ema, data, cfg, abar) if state.step % cfg.val_every == 0 else None
+    return {"step": state.step, "loss": f"{np.mean(losses):.6f}", "val_loss": "" if val is None else f"{val:.6f}",
+            "lr": f"{lr:.3e}", "elapsed_s": f"{state.elapsed_s:.1f}", "steps_per_s": f"{steps_per_s:.3f}"}
+
+
 # --------------------------------------------------------------------------- export
 def export(run_dir: str | Path, data_dir: str | Path, dest: str | Path) -> Path:
     """Write the shipped model from a run's checkpoint: EMA weights (fp16 safetensors),
-    args.json, Mean/Std, text encoder, loss log and loss-curve PNG. Returns ``dest``."""
+    args.json, Mean/Std, text encoder, loss log and loss-curve PNG. Returns ``dest``.
+
+    Every file is written under a temporary name in ``dest`` and all are renamed into place at
+    the end, so an interrupted export leaves the previous files (other files in ``dest``, such
+    as a model card, are not touched)."""
     from safetensors.torch import save_file
 
-    run_dir, data_dir, dest = Path(run_dir), Path(data_dir), Path(dest)
+    from mdm_adapter.load import check_finite
+
+    run_dir, data_dir, dest = Path(run_dir), Path(data_dir), check_output_dir(Path(dest), "--export")
     if not (run_dir / CHECKPOINT).is_file():
         raise FileNotFoundError(f"no {CHECKPOINT} in {run_dir}; train first")
-    ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-    cfg = TrainConfig(**ckpt["config"])
-    dest.mkdir(parents=True, exist_ok=True)
+    check_data_dir(data_dir, DATA_FILES[1:])
+    ckpt = read_checkpoint(run_dir / CHECKPOINT, ("ema", "config", "step"), "export another run")
+    cfg = TrainConfig.from_dict(ckpt["config"], f"the config stored in {run_dir / CHECKPOINT}")
     weights = {k: v.to(torch.float16).contiguous() for k, v in ckpt["ema"].items()}
-    text_dim = weights["embed_text.weight"].shape[1]
-    save_file(weights, str(dest / "model.safetensors"),
-              metadata={"step": str(ckpt["step"]), "weights": "ema", "dtype": "float16"})
-    args = cfg.mdm_args(text_dim)
-    extra = {"train_steps": int(ckpt["step"]), "train_config": asdict(cfg)}
-    MDMArgs.from_dict({**args.to_dict(), **extra}).to_json(dest / "args.json")
-    for name in ("Mean.npy", "Std.npy", "text_encoder.safetensors"):
-        shutil.copyfile(data_dir / name, dest / name)
-    if (run_dir / LOSS_LOG).is_file():
-        shutil.copyfile(run_dir / LOSS_LOG, dest / LOSS_LOG)
-        plot_loss(dest / LOSS_LOG, dest / "loss_curve.png")
+    check_finite(weights, run_dir / CHECKPOINT)
+    dest.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest, EXPORTED)
+    with staged([dest / name for name in EXPORTED]) as tmp:
+        save_file(weights, str(tmp[dest / "model.safetensors"]),
+                  metadata={"step": str(ckpt["step"]), "weights": "ema", "dtype": "float16"})
+        args = cfg.mdm_args(weights["embed_text.weight"].shape[1])
+        extra = {"train_steps": int(ckpt["step"]), "train_config": asdict(cfg)}
+        MDMArgs.from_dict({**args.to_dict(), **extra}).to_json(tmp[dest / "args.json"])
+        for name in ("Mean.npy", "Std.npy", "text_encoder.safetensors"):
+            shutil.copyfile(data_dir / name, tmp[dest / name])
+        if (run_dir / LOSS_LOG).is_file():
+            shutil.copyfile(run_dir / LOSS_LOG, tmp[dest / LOSS_LOG])
+            plot_loss(run_dir / LOSS_LOG, tmp[dest / "loss_curve.png"])
     return dest
 
 
@@ -516,34 +728,49 @@ def plot_loss(log_path: Path, png_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m mdm_adapter.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, help="TrainConfig JSON (required unless --out has config.json)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with train_arrays.npz")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, config.json, loss.csv)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--max-minutes", type=float, help="stop this call after so many minutes (checkpointed)")
     p.add_argument("--export", type=Path, help="write the shipped model from --out's checkpoint and exit")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    a = parse_args(argv)
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> str:
+    """parse -> build -> run -> save; user mistakes raise ValueError / FileNotFoundError / UsageError."""
     if a.export is not None:
-        print(f"exported to {export(a.out, a.data, a.export)}")
-        return
+        return f"exported to {export(a.out, a.data, a.export)}"
+    check_output_dir(a.out, "--out")
+    if a.max_minutes is not None:
+        check_range("--max-minutes", a.max_minutes, 0, low_open=True)
     if a.config is not None:
         cfg = TrainConfig.from_json(a.config)
     elif (a.out / "config.json").is_file():
         cfg = TrainConfig.from_json(a.out / "config.json")
     else:
-        raise SystemExit("error: --config is required for a new run (no config.json in --out)")
+        raise UsageError(f"--config is required for a new run (no config.json in {a.out})")
+    device = resolve_device(a.device)
+    check_data_dir(a.data)
     stop = []  # SIGTERM / SIGINT: finish the step, checkpoint, exit
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
-    state = train(cfg, a.data, a.out, a.device, a.max_minutes, should_stop=lambda: bool(stop))
-    print(f"stopped at step {state.step} after {state.elapsed_s / 60:.1f} min; checkpoint in {a.out / CHECKPOINT}")
+    previous = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        state = train(cfg, a.data, a.out, device, a.max_minutes, should_stop=lambda: bool(stop))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return f"stopped at step {state.step} after {state.elapsed_s / 60:.1f} min; checkpoint in {a.out / CHECKPOINT}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -175,3 +175,205 @@ def test_resume_accepts_a_run_from_before_a_new_config_key(tmp_path):
     assert state.step == 4
     with pytest.raises(ValueError, match="precision"):
         train(replace(cfg, max_steps=6, precision="bf16"), data_dir, tmp_path / "run", progress=False)
+
+
+# --------------------------------------------------------------------------- hostile and broken input
+import re  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+
+from mdm_adapter import train as T  # noqa: E402
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("lr", -1e-3, "lr must be > 0"), ("lr", float("nan"), "'lr' must be a finite number"),
+    ("batch_size", 0, "batch_size must be >= 1"), ("layers", "4", "'layers' must be an integer"),
+    ("max_steps", 2.5, "'max_steps' must be an integer"), ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+    ("ema_decay", float("inf"), "'ema_decay' must be a finite number"), ("num_heads", 3, "divisible by num_heads"),
+    ("noise_schedule", "sqrt", "unknown noise schedule"), ("dataset", "h36m", "h36m"),
+    ("checkpoint_minutes", 0, "checkpoint_minutes must be > 0"), ("init_from", None, "'init_from' must be a string"),
+    ("batch_len_quantile", 0.0, r"batch_len_quantile must be in \(0, 1\]"), ("grad_clip", -1, "grad_clip must be >= 0"),
+])
+def test_config_values_are_checked(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        replace(TINY, **{key: value})
+
+
+def _cli(capsys, *argv):
+    """Exit status and stderr of ``python -m mdm_adapter.train ARGV`` (run in-process)."""
+    rc = T.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def _config_file(path, **changes):
+    path.write_text(json.dumps({**asdict(TINY), **changes}))
+    return path
+
+
+BAD_CLI = {
+    "missing data folder": (lambda t, d: ["--data", t / "nowhere", "--config", _config_file(t / "c.json")],
+                            "data folder .*nowhere does not exist"),
+    "data is a file": (lambda t, d: ["--data", _config_file(t / "c.json"), "--config", t / "c.json"], "is a file"),
+    "config not JSON": (lambda t, d: ["--data", d, "--config", _write(t / "c.json", "{lr: 1")], "is not valid JSON"),
+    "config a list": (lambda t, d: ["--data", d, "--config", _write(t / "c.json", "[1]")], "holds a JSON list"),
+    "config missing": (lambda t, d: ["--data", d, "--config", t / "none.json"], "training config not found"),
+    "unknown key": (lambda t, d: ["--data", d, "--config", _config_file(t / "c.json", lrate=1)],
+                    r"unknown keys in .*\['lrate'\]"),
+    "negative lr": (lambda t, d: ["--data", d, "--config", _config_file(t / "c.json", lr=-1)], "lr must be > 0"),
+    "NaN lr": (lambda t, d: ["--data", d, "--config", _write(t / "c.json", '{"lr": NaN}')], "finite number"),
+    "zero steps per log": (lambda t, d: ["--data", d, "--config", _config_file(t / "c.json", log_every=0)],
+                           "log_every must be >= 1"),
+    "no config for a new run": (lambda t, d: ["--data", d], "--config is required for a new run"),
+    "NaN minutes": (lambda t, d: ["--data", d, "--config", _config_file(t / "c.json"), "--max-minutes", "nan"],
+                    "--max-minutes must be > 0"),
+    "negative minutes": (lambda t, d: ["--data", d, "--config", _config_file(t / "c.json"), "--max-minutes", "-1"],
+                         "--max-minutes must be > 0"),
+    "unknown device": (lambda t, d: ["--data", d, "--config", _config_file(t / "c.json"), "--device", "tpu"],
+                       "unknown device 'tpu'"),
+    "unknown flag": (lambda t, d: ["--data", d, "--lr", "1"], "unrecognized arguments: --lr 1 .see --help."),
+    "export without a run": (lambda t, d: ["--data", d, "--export", t / "ship"], "no checkpoint.pt in"),
+}
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.mark.parametrize("case", list(BAD_CLI))
+def test_cli_user_mistakes_are_one_line_and_status_2(tmp_path, tiny_data, capsys, case):
+    argv, match = BAD_CLI[case]
+    out = tmp_path / "run"
+    rc, err = _cli(capsys, "--out", out, *argv(tmp_path, tiny_data))
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert re.search(match, err), err
+    assert not out.exists()  # nothing created for a mistake found before training
+
+
+@pytest.mark.parametrize("flag", ["--out", "--export"])
+def test_cli_output_path_that_is_a_file(tmp_path, tiny_data, capsys, flag):
+    target = _write(tmp_path / "target", "keep me")
+    argv = ["--data", tiny_data, "--config", _config_file(tmp_path / "c.json")]
+    argv += ["--out", target] if flag == "--out" else ["--out", tmp_path / "run", "--export", target]
+    rc, err = _cli(capsys, *argv)
+    assert rc == 2 and err.count("\n") == 1 and f"{flag} {target} is a file" in err
+    assert target.read_text() == "keep me"
+
+
+def _pickle_payload(marker):
+    return b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+
+
+@pytest.mark.parametrize("content", ["garbage", "empty", "pickle payload", "a list"])
+def test_cli_broken_checkpoint_on_resume_is_one_line(tmp_path, tiny_data, capsys, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "PWNED"
+    ckpt = out / "checkpoint.pt"
+    if content == "a list":
+        torch.save([1, 2], ckpt)
+    else:
+        ckpt.write_bytes({"garbage": b"not a checkpoint", "empty": b"",
+                          "pickle payload": _pickle_payload(marker)}[content])
+    rc, err = _cli(capsys, "--data", tiny_data, "--out", out, "--config", _config_file(tmp_path / "c.json"))
+    assert rc == 2 and err.count("\n") == 1 and str(ckpt) in err, err
+    assert not marker.exists()
+    rc, err = _cli(capsys, "--data", tiny_data, "--out", out, "--export", tmp_path / "ship")
+    assert rc == 2 and err.count("\n") == 1 and str(ckpt) in err and not (tmp_path / "ship").exists()
+
+
+def test_init_from_pickle_payload_is_refused(tmp_path, tiny_data):
+    marker = tmp_path / "PWNED"
+    (tmp_path / "evil.pt").write_bytes(_pickle_payload(marker))
+    with pytest.raises(ValueError, match="evil.pt: it holds objects other than tensors|evil.pt: it is"):
+        train(replace(TINY, init_from=str(tmp_path / "evil.pt")), tiny_data, tmp_path / "run", progress=False)
+    assert not marker.exists()
+
+
+def _break_arrays(d):
+    (d / "train_arrays.npz").write_bytes(np.random.default_rng(0).bytes(999))
+
+
+def _bad_offsets(d):
+    with np.load(d / "train_arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["offsets"] = arrays["offsets"][::-1].copy()
+    write_npz(d / "train_arrays.npz", arrays)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (_break_arrays, "cannot read .*train_arrays.npz"),
+    (_bad_offsets, "train_arrays.npz: offsets, splits, groups and captions do not fit"),
+    (lambda d: np.save(d / "Mean.npy", np.zeros(5, np.float32)), r"Mean.npy holds float32 \(5,\), expected 263"),
+    (lambda d: np.save(d / "Std.npy", np.zeros(D, np.float32)), "Std.npy has entries <= 0"),
+    (lambda d: (d / "Std.npy").write_bytes(b"\x93NUMPY garbage"), "cannot read .*Std.npy"),
+    (lambda d: (d / "text_encoder.safetensors").write_bytes(b""), "cannot read .*text_encoder.safetensors"),
+    (lambda d: (d / "Mean.npy").unlink(), "Mean.npy is missing"),
+])
+def test_broken_data_files_name_the_file(tmp_path, damage, match):
+    data = make_dataset(tmp_path / "data")
+    damage(data)
+    with pytest.raises((ValueError, FileNotFoundError), match=match) as info:
+        load_data(data, TINY)
+    assert "\n" not in str(info.value)
+
+
+def test_export_is_all_or_nothing_and_cleans_stale_temporaries(tmp_path, tiny_data, monkeypatch):
+    train(TINY, tiny_data, tmp_path / "run", progress=False)
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    (ship / "MODEL_CARD.md").write_text("card")
+    (ship / "model.safetensors").write_bytes(b"old weights")
+    stale = ship / ".model.tmp-999999.safetensors"
+    stale.write_bytes(b"half written by a killed export")
+    real_copy = T.shutil.copyfile
+
+    def failing_copy(src, dst):
+        if Path(src).name == "text_encoder.safetensors":
+            raise OSError("disk full")
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(T.shutil, "copyfile", failing_copy)
+    with pytest.raises(OSError, match="disk full"):
+        export(tmp_path / "run", tiny_data, ship)
+    assert sorted(p.name for p in ship.iterdir()) == ["MODEL_CARD.md", "model.safetensors"]
+    assert (ship / "model.safetensors").read_bytes() == b"old weights"
+    monkeypatch.setattr(T.shutil, "copyfile", real_copy)
+    export(tmp_path / "run", tiny_data, ship)
+    assert sorted(p.name for p in ship.iterdir()) == sorted(["MODEL_CARD.md", *T.EXPORTED])
+    assert (ship / "MODEL_CARD.md").read_text() == "card"
+
+
+def test_export_refuses_non_finite_weights(tmp_path, tiny_data):
+    train(TINY, tiny_data, tmp_path / "run", progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    ckpt["ema"]["embed_text.weight"][0, 0] = 1e6  # finite in float32, inf in the exported float16
+    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="tensor 'embed_text.weight' holds 1 NaN or infinite"):
+        export(tmp_path / "run", tiny_data, tmp_path / "ship")
+    assert not (tmp_path / "ship").exists()
+
+
+def test_torn_log_row_is_dropped_on_resume(tmp_path, tiny_data):
+    train(TINY, tiny_data, tmp_path / "a", progress=False)
+    train(TINY, tiny_data, tmp_path / "b", until_step=4, progress=False)
+    with (tmp_path / "b" / "loss.csv").open("a") as f:
+        f.write("6,1.2")  # killed while appending a row
+    train(TINY, tiny_data, tmp_path / "b", progress=False)
+    rows = {run: [r.split(",")[:3] for r in (tmp_path / run / "loss.csv").read_text().splitlines()] for run in "ab"}
+    assert rows["a"] == rows["b"]
+
+
+def test_cli_trains_exports_and_restores_signal_handlers(tmp_path, tiny_data, capsys):
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    rc = T.main(["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--config",
+                 str(_config_file(tmp_path / "c.json")), "--device", "cpu"])
+    assert rc == 0 and signal.getsignal(signal.SIGINT) is before
+    assert "stopped at step 8" in capsys.readouterr().out
+    rc, _ = _cli(capsys, "--data", tiny_data, "--out", tmp_path / "run", "--export", tmp_path / "ship")
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "ship").iterdir()) == sorted(T.EXPORTED)
