@@ -197,10 +197,10 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
         return False
-    except (PermissionError, OverflowError):
-        return pid < 2**31  # another user's live process (or a number no process can have)
+    except PermissionError:  # another user's live process
+        return True
     return True
 
 

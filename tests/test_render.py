@@ -223,6 +223,21 @@ def test_read_only_folder_fails_before_rendering(tmp_path, monkeypatch):
         render_skeleton(walking(3), tmp_path / "ro" / "x.mp4")
 
 
+def test_unwritable_folder_fails_before_rendering_as_any_user(tmp_path, monkeypatch):
+    """The same check, with the refusal simulated (root may write into read-only folders)."""
+    import motion_collage.render as render
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(render, "_Scene", lambda *a, **k: pytest.fail("rendered before the check"))
+    monkeypatch.setattr(render.os, "open", refuse)
+    with pytest.raises(ValueError) as info:
+        render_skeleton(walking(3), tmp_path / "x.mp4")
+    assert str(info.value) == (f"cannot write {tmp_path / 'x.mp4'}: Permission denied in {tmp_path}; "
+                               f"choose a writable output folder")
+
+
 # --------------------------------------------------------------------------- atomic videos
 
 def test_failed_render_leaves_nothing_and_stops_ffmpeg(tmp_path, monkeypatch):

@@ -243,3 +243,17 @@ def test_cli_mistakes_are_one_line_before_the_fit(model_dir, tmp_path, capsys, m
     assert smpl_fit.main([str(tmp_path / "results.npy"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_python2_and_numpy1_global_names_load(model_dir, tmp_path):
+    """Official files name copy_reg, __builtin__ and numpy.core (Python 2, numpy 1)."""
+    data = synthetic_smpl()
+    with fake_chumpy() as Ch:
+        raw = pickle.dumps(dict(data, shapedirs=Ch(data["shapedirs"]), J_regressor=scipy.sparse.csr_matrix(data["J_regressor"])),
+                           protocol=1)  # objects via copy_reg._reconstructor, Python 2 module names
+    assert b"copy_reg\n_reconstructor" in raw and b"__builtin__\nobject" in raw
+    assert b"numpy._core.multiarray\n" in raw
+    (tmp_path / "py2.pkl").write_bytes(raw.replace(b"numpy._core.", b"numpy.core."))
+    old, new = load_smpl(tmp_path / "py2.pkl"), load_smpl(model_dir)
+    for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "parents", "faces"):
+        assert torch.equal(getattr(old, key), getattr(new, key)), key
