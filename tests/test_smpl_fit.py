@@ -192,18 +192,27 @@ def test_missing_model_names_the_paths_really_searched(tmp_path):
 
 
 def dump(path, obj):
+    """Pickle ``obj`` to ``path`` (protocol 2, like the official files); returns ``path``."""
     with open(path, "wb") as fh:
         pickle.dump(obj, fh, protocol=2)
     return path
 
 
-def test_damaged_model_files_are_one_line_errors(tmp_path):
+def small_smpl(num_v: int = 200) -> dict:
+    """The synthetic model cut to its first ``num_v`` vertices (same keys, consistent shapes)."""
     data = synthetic_smpl()
+    cut = {k: data[k][:num_v] for k in ("v_template", "shapedirs", "posedirs", "weights")}
+    return dict(data, **cut, J_regressor=data["J_regressor"][:, :num_v], f=data["f"][:50] % num_v)
+
+
+def test_damaged_model_files_are_one_line_errors(tmp_path):
+    data = small_smpl()
+    assert load_smpl(dump(tmp_path / "ok.pkl", data)).v_template.shape == (200, 3)
     bad_sparse = scipy.sparse.csc_matrix(data["J_regressor"])
-    bad_sparse.indices[5] = NUM_V + 100  # an index outside the matrix: must not reach scipy's C code
+    bad_sparse.indices[5] = 300  # an index outside the matrix: must not reach scipy's C code
     cases = {
         "sparse": (dict(data, J_regressor=bad_sparse), "sparse matrix with inconsistent shape or indices"),
-        "faces": (dict(data, f=data["f"] + NUM_V), r"'f' must be whole-number vertex indices"),
+        "faces": (dict(data, f=data["f"] + 200), r"'f' must be whole-number vertex indices"),
         "tree": (dict(data, kintree_table=data["kintree_table"][:, ::-1]), "kintree_table"),
         "strings": (dict(data, weights=["a"] * 3), "not numbers"),
         "list": ([1, 2], "holds list, not a dict"),
