@@ -10,6 +10,7 @@ from motion_collage.methods import (METHODS, Frames, SamplingSetup, autoregressi
                                     generate_collage, generate_doubletake, generate_independent,
                                     generate_naive, generate_reconstruction, generate_replacement,
                                     get_method, timeline_graphs)
+from motion_collage.methods.autoregressive import segment_windows, window_plan
 from motion_collage.samplers import karras_sigmas, sample_ddim
 
 DEN = GaussianPieceDenoiser(ar_autocovariance([0.9], 256))
@@ -23,31 +24,46 @@ def noise_for(rows, channels=3, seed=0):
     return torch.randn(len(rows), T, channels, generator=torch.Generator().manual_seed(seed)) * 20
 
 
-def test_replacement_never_changes_already_generated_frames():
+@pytest.mark.parametrize("plan, prefix", [("sliding", [("a", 30), ("b", 2)]), ("segments", [("a", 30), ("b", 30)])])
+def test_replacement_never_changes_already_generated_frames(plan, prefix):
     rows = [[("a", 30), ("b", 30), ("c", 30)]]
     noise = noise_for(rows)
-    full = generate_replacement(DEN, rows, noise, SETUP, max_frames=32)
-    first_window = generate_replacement(DEN, [[("a", 30), ("b", 2)]], noise[:, :32], SETUP, max_frames=32)
-    torch.testing.assert_close(full.motion[:, :32], first_window.motion, rtol=0, atol=0)
+    n = sum(f for _, f in prefix)
+    full = generate_replacement(DEN, rows, noise, SETUP, max_frames=32, plan=plan)
+    first = generate_replacement(DEN, [prefix], noise[:, :n], SETUP, max_frames=32, plan=plan)
+    torch.testing.assert_close(full.motion[:, :n], first.motion, rtol=0, atol=0)
 
 
-def test_replacement_window_sees_known_frames_as_its_x0():
+def test_segment_windows_follow_the_prompts_and_auto_picks_by_prompt_count():
+    graphs = timeline_graphs([[("walk", 80), ("wave", 60), ("run", 120)]], max_frames=10 ** 9)
+    wins = segment_windows(graphs, 196, 0.5)[0]
+    assert [(w.start, w.length, w.known, w.prompt) for w in wins] == [
+        (0, 80, 0, "walk"), (0, 140, 80, "wave"), (42, 196, 98, "run"), (140, 120, 98, "run")]
+    assert all(w.length <= 196 for w in wins)
+    assert window_plan(graphs, 196, 0.5, "auto") == [wins]
+    single = timeline_graphs([[("walk", 240), ("walk", 240)]], max_frames=10 ** 9)
+    assert window_plan(single, 196, 0.5, "auto") == autoregressive_windows(single, 196, 0.5)
+
+
+@pytest.mark.parametrize("plan", ["sliding", "segments"])
+def test_replacement_window_sees_known_frames_as_its_x0(plan):
     rows = [[("a", 40), ("b", 40)]]
     seen = []
     setup = SamplingSetup(sample_ddim, SETUP.sigmas, {"callback": lambda i, s, x, x0: seen.append(x0.clone())})
-    out = generate_replacement(DEN, rows, noise_for(rows), setup, max_frames=32)
-    windows = autoregressive_windows(out.graphs, 32, 0.5)[0]
+    out = generate_replacement(DEN, rows, noise_for(rows), setup, max_frames=32, plan=plan)
+    windows = window_plan(out.graphs, 32, 0.5, plan)[0]
     second = windows[1]
     x0_second = seen[len(SETUP.sigmas) - 1]  # first step of the second window
     torch.testing.assert_close(x0_second[0, :second.known], out.motion[0, second.start:second.start + second.known])
 
 
-def test_reconstruction_with_weight_zero_is_independent_windows():
+@pytest.mark.parametrize("plan", ["sliding", "segments"])
+def test_reconstruction_with_weight_zero_is_independent_windows(plan):
     rows = [[("a", 40), ("b", 40)]]
     noise = noise_for(rows)
-    out = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=0.0)
+    out = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=0.0, plan=plan)
     expected = torch.zeros_like(noise)
-    for w in autoregressive_windows(out.graphs, 32, 0.5)[0]:
+    for w in window_plan(out.graphs, 32, 0.5, plan)[0]:
         alone = SETUP.run(as_sequence_denoiser(DEN, [w.prompt]), noise[:, w.start:w.start + w.length])
         expected[:, w.start + w.known:w.start + w.length] = alone[:, w.known:]
     torch.testing.assert_close(out.motion, expected)
@@ -57,8 +73,8 @@ def test_reconstruction_guidance_pulls_towards_known_frames():
     """A positive weight moves each window's prediction of its known frames towards them."""
     rows = [[("a", 40), ("b", 40)]]
     noise = noise_for(rows)
-    plain = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=0.0)
-    guided = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=1.0)
+    plain = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=0.0, plan="sliding")
+    guided = generate_reconstruction(DEN, rows, noise, SETUP, max_frames=32, weight=1.0, plan="sliding")
     torch.testing.assert_close(plain.motion[:, :32], guided.motion[:, :32])  # first window unguided
     assert not torch.allclose(plain.motion[:, 32:], guided.motion[:, 32:])
 
