@@ -41,6 +41,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from motion_core import defaults
 from motion_core.denoiser import PieceConditions
 
 from .model import MDM, TextInput
@@ -138,7 +139,7 @@ class MDMPieceDenoiser:
     """
 
     def __init__(self, network: MDM, text_encoder: TextEncoder, schedule: DiscreteSchedule,
-                 guidance_scale: float = 2.5, supports_guidance: bool = True, mask_frames: bool = True,
+                 guidance_scale: float = defaults.GUIDANCE, supports_guidance: bool = True, mask_frames: bool = True,
                  max_rows_per_call: Optional[int] = None, length_buckets: int = 1) -> None:
         if not isinstance(length_buckets, int) or length_buckets < 1:
             raise ValueError(f"length_buckets must be a positive integer, got {length_buckets!r}")

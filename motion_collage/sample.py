@@ -26,7 +26,6 @@ import numpy as np
 from motion_core import defaults
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.devices import DTYPES
-from motion_core.spec import HUMANML3D
 
 from .methods import METHODS, get_method, parse_duration, to_frames
 from .output_dir import AtomicFolder, check_output_dir

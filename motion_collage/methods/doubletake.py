@@ -98,41 +98,54 @@ def generate_doubletake(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setu
     if not second_take or handshake + blend == 0:
         return finish(counter, first, graphs, first_take_calls=first_calls)
 
-    # Windows around every segment boundary of every row.
     window = handshake + 2 * blend
-    windows: list[tuple[int, int]] = []  # (row, first frame), frames wrap modulo the row length
+    windows = boundary_windows(graphs, window)
+    if not windows:
+        return finish(counter, first, graphs, first_take_calls=first_calls)
+    out = _second_take(counter, first, graphs, windows, window, blend, setup, second_take_fraction, generators)
+    return finish(counter, out, graphs, first_take_calls=first_calls)
+
+
+def boundary_windows(graphs: Sequence[FactorGraph], window: int) -> list[tuple[int, int]]:
+    """(row, first frame) of a ``window``-frame window centred on every segment boundary of every
+    row (and on the seam of a loop); frames wrap modulo the row length."""
+    windows: list[tuple[int, int]] = []
     for b, g in enumerate(graphs):
         bounds = [s.end for s in g.segments[:-1]] + ([g.num_frames] if g.loop else [])
         windows += [(b, (e - window // 2) % g.num_frames) for e in bounds if window <= g.num_frames]
-    if not windows:
-        return finish(counter, first, graphs, first_take_calls=first_calls)
+    return windows
+
+
+def _soft_mask(window: int, blend: int, like: Tensor) -> Tensor:
+    """``[1, window, 1]``: 1 inside the handshake, linear to 0 across the ``blend`` frames at each end."""
+    if blend <= 0:
+        return torch.ones(1, window, 1, dtype=like.dtype, device=like.device)
+    pos = torch.arange(window, dtype=torch.float64)
+    edge = torch.minimum(pos + 0.5, window - pos - 0.5)
+    return (edge / blend).clamp(max=1).to(like.dtype)[None, :, None].to(like.device)
+
+
+def _second_take(counter: CallCounter, first: Tensor, graphs: Sequence[FactorGraph], windows, window: int,
+                 blend: int, setup: SamplingSetup, fraction: float, generators) -> Tensor:
+    """Re-noise each boundary window of the first take to the sigma at ``fraction`` of the grid and
+    denoise it with the null condition, softly inpainting its outer ``blend`` frames."""
     dev = first.device
     w_rows = torch.tensor([b for b, _ in windows], device=dev)[:, None].expand(-1, window)
     w_frames = torch.stack([(s + torch.arange(window)) % graphs[b].num_frames for b, s in windows]).to(dev)
     known = first[w_rows, w_frames]  # [W, window, D]
-    pos = torch.arange(window, dtype=torch.float64)
-    # Soft inpainting mask: 1 inside the handshake, linear to 0 across the blend frames.
-    edge = torch.minimum(pos + 0.5, window - pos - 0.5)
-    soft = (edge / max(blend, 1)).clamp(max=1).to(first.dtype)[None, :, None] if blend > 0 else torch.ones(1, window, 1, dtype=first.dtype)
-
-    start = int(round(second_take_fraction * (len(setup.sigmas) - 1)))
-    sigmas = setup.sigmas[start:]
-    sigma0 = float(sigmas[0])
-    mask = torch.ones(len(windows), window, dtype=torch.bool, device=first.device)
-    soft = soft.to(first.device)
+    soft = _soft_mask(window, blend, first)
+    sigmas = setup.sigmas[int(round(fraction * (len(setup.sigmas) - 1))):]
+    mask = torch.ones(len(windows), window, dtype=torch.bool, device=dev)
     null = PieceConditions((None,) * len(windows))
 
     def inpaint(x: Tensor, sigma: Tensor) -> Tensor:
-        x0 = counter(x, sigma, mask, null)
-        return soft * x0 + (1 - soft) * known
+        return soft * counter(x, sigma, mask, null) + (1 - soft) * known
 
-    renoise = _window_noise(known.shape, [b for b, _ in windows], generators, setup.kwargs.get("generator"),
-                            first)
-    redo = setup.run(inpaint, known + sigma0 * renoise, sigmas)
-    # Write the regenerated windows back with the same soft mask.
-    out = first.clone()
+    renoise = _window_noise(known.shape, [b for b, _ in windows], generators, setup.kwargs.get("generator"), first)
+    redo = setup.run(inpaint, known + float(sigmas[0]) * renoise, sigmas)
+    out = first.clone()  # the regenerated windows written back with the same soft mask
     out[w_rows, w_frames] = soft * redo + (1 - soft) * known
-    return finish(counter, out, graphs, first_take_calls=first_calls)
+    return out
 
 
 def _window_noise(shape: torch.Size, rows: list[int], generators: Optional[Sequence[torch.Generator]],
