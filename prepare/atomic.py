@@ -16,9 +16,11 @@ locked, so a ``.tmp`` name is never seen unlocked while its run lives.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +33,7 @@ except ImportError:  # pragma: no cover (Windows): leftovers are kept, and named
     fcntl = None
 
 PathLike = Union[str, Path]
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 NEW_GRACE_S = 60.0  # a ".new" temporary younger than this may still be about to be locked
 _HELD: set[int] = set()  # lock descriptors of this process (closed in forked workers)
 
@@ -111,6 +114,19 @@ def close_inherited_locks() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _HELD.clear()
+
+
+def init_worker(parent_pid: int) -> None:
+    """Initializer of a run's forked worker processes: SIGTERM back to its default action,
+    no copies of the parent's locks, and (Linux) killed when the parent dies, so that a
+    ``kill -9`` of the run leaves no orphan worker blocked on a pipe for ever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    close_inherited_locks()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def _umask() -> int:

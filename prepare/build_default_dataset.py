@@ -433,6 +433,7 @@ def run(a: argparse.Namespace) -> str:
         raise FileNotFoundError(f"--src {a.src} is not a folder; give the dataset checkout (or the sample folder)")
     try:
         check_output(a.src, a.out, not a.no_convert, a.overwrite)
+        find_dataset_dirs(a.src)
         _require_encoder_packages()
         with terminate_as_exit():
             stats = build(a.src, a.out, BuildConfig(seed=a.seed, mirror=not a.no_mirror),

@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import numbers
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -38,10 +39,8 @@ import numpy as np
 from tqdm import tqdm
 
 from motion_core.cli import OneLineParser, UsageError, run_cli
-from motion_core.normalization import STD_FLOOR, ModelStats, RunningMoments
-from motion_collage.representation import canonical_joints_and_features, mirror_joints
 from motion_core.spec import HUMANML3D
-from prepare.atomic import close_inherited_locks, staged_dir, terminate_as_exit
+from prepare.atomic import init_worker, staged_dir, terminate_as_exit
 from prepare.bvh import read_bvh
 from prepare.skeletons import SKELETONS, SkeletonMap, get_skeleton, guess_skeleton, resample
 
@@ -187,6 +186,8 @@ _FILE_ERRORS = (ValueError, KeyError, OSError, ArithmeticError, MemoryError, Rec
 
 def _clip_outputs(job: _Job) -> tuple[dict, list[tuple[str, np.ndarray, np.ndarray]]]:
     """Labels and (id, canonical joints, features) of the clip and its mirror; raises on a bad file."""
+    from motion_collage.representation import canonical_joints_and_features, mirror_joints
+
     labels = read_labels(job.path)
     with np.errstate(all="ignore"):  # overflow in a hostile file ends in the finiteness check
         joints = bvh_to_joints(job.path, job.skeleton, job.fps)
@@ -262,6 +263,8 @@ def convert_folder(
     if not files:
         raise FileNotFoundError(f"no .bvh files under {src_dir}; pass the folder that holds them")
     check_output(out, src, overwrite)
+    from motion_core.normalization import ModelStats  # torch: imported once the inputs look right
+
     with staged_dir(out, overwrite=overwrite) as tmp:
         (tmp / "new_joints").mkdir()
         (tmp / "new_joint_vecs").mkdir()
@@ -293,8 +296,10 @@ def _plan_jobs(files: list[Path], template: _Job) -> tuple[list[_Job], list[Skip
     return jobs, skipped
 
 
-def _collect(results: list[_JobResult]) -> tuple[list[ClipRecord], list[SkippedFile], RunningMoments]:
+def _collect(results: list[_JobResult]) -> tuple[list[ClipRecord], list[SkippedFile], "RunningMoments"]:
     """Records sorted by id, skipped files, and feature moments summed in clip-id order."""
+    from motion_core.normalization import RunningMoments
+
     records: list[ClipRecord] = []
     skipped: list[SkippedFile] = []
     clip_moments = []
@@ -343,7 +348,7 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[_JobResult
                 results.append(_convert_one(job))
                 bar.update()
             return results
-        with ProcessPoolExecutor(max_workers=workers, initializer=close_inherited_locks) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
             results = []
             for res in pool.map(_convert_one, jobs, chunksize=4):
                 results.append(res)
@@ -355,6 +360,8 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[_JobResult
 
 def _write_manifest(path: Path, src: Path, skeleton: SkeletonArg, fps: float, mirror: bool,
                     records: list[ClipRecord], skipped: list[SkippedFile]) -> None:
+    from motion_core.normalization import STD_FLOOR
+
     def rel(p: str) -> str:
         try:
             return str(Path(p).relative_to(src))

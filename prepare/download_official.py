@@ -165,8 +165,8 @@ def _unpack(archive: Path, out: Path) -> list[Path]:
             members = [m for m in zf.infolist() if not m.is_dir() and _wanted(PurePosixPath(m.filename).name)]
             need, free = sum(m.file_size for m in members), shutil.disk_usage(out.parent).free
             if need > free:
-                raise ValueError(f"unpacking {archive} needs {need >> 20} MiB but {out.parent} has {free >> 20} MiB "
-                                 f"free; free some space or set TMPDIR to a larger disk")
+                raise ValueError(f"unpacking {archive} needs {need / 2**20:.1f} MiB but {out.parent} has "
+                                 f"{free / 2**20:.1f} MiB free; free some space or set TMPDIR to a larger disk")
             paths = [Path(zf.extract(m, out)) for m in members]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise ValueError(f"{archive} is not a readable zip archive ({one_line(exc)}); download it again") from None
@@ -229,8 +229,11 @@ def _place(asset: Asset, spec: TargetFile, source: Path, root: Path, force: bool
         if not force or not dest.is_file():
             why = "a folder is in the way" if not dest.is_file() else "a different file is already there; use --force to replace"
             return Outcome(asset.name, rel, "exists-differs", why)
-    with staged_file(dest) as tmp:  # a killed copy leaves no half file at dest
-        shutil.copyfile(source, tmp)
+    try:
+        with staged_file(dest) as tmp:  # a failed or killed copy leaves no half file at dest
+            shutil.copyfile(source, tmp)
+    except OSError as exc:
+        return Outcome(asset.name, rel, "failed", f"copy from {source} failed: {one_line(exc)}")
     return Outcome(asset.name, rel, "placed", f"from {source}")
 
 

@@ -142,3 +142,55 @@ def test_build_with_real_converter(tmp_path):
     assert feats.shape[1] == 263 and np.isfinite(feats).all()
     with pytest.raises(FileExistsError):  # never replaces an existing folder unasked
         bdd.build(src, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- hostile and broken input
+@pytest.mark.parametrize("labels,reason", [
+    ("{not json", "bad labels: invalid JSON"),
+    ("[1, 2]", "bad labels: expected a JSON object, got list"),
+    ('{"content": 999, "style": 0}', "bad labels: content 999 is not a label index in [0, "),
+    ('{"content": -1, "style": 0}', "bad labels: content -1 is not a label index"),  # was a silent wrong label
+    ('{"content": true, "style": 0}', "bad labels: content True is not a label index"),
+    ('{"content": 0}', "bad labels: style None is not a label index"),
+    ('{"content": [0], "style": 0}', "bad labels: content [0] is not a label index"),
+])
+def test_a_clip_with_unusable_labels_is_skipped_with_its_reason(tmp_path, labels, reason):
+    src = small_source(tmp_path / "src")
+    data = src / "dataset-1" / "data"
+    shutil.copy(data / f"{CLIPS['dataset-1'][0]}.bvh", data / "hostile.bvh")
+    (data / "hostile.json").write_text(labels)
+    clips, skipped = bdd.list_clips(src / "dataset-1")
+    assert [c.clip_id for c in clips] == CLIPS["dataset-1"]
+    assert len(skipped) == 1 and skipped[0].startswith(f"hostile\t{reason}"), skipped
+
+
+def test_a_label_without_caption_templates_is_skipped(tmp_path):
+    src = small_source(tmp_path / "src")
+    cfg = src / "dataset-1" / "cfg" / "content_label.txt"
+    cfg.write_text(cfg.read_text() + "dataset-1_moonwalk\n")
+    data = src / "dataset-1" / "data"
+    shutil.copy(data / f"{CLIPS['dataset-1'][0]}.bvh", data / "odd.bvh")
+    count = len(bdd.read_label_names(cfg))
+    (data / "odd.json").write_text(f'{{"content": {count - 1}, "style": 0}}')
+    _, skipped = bdd.list_clips(src / "dataset-1")
+    assert skipped == ["odd\tbad labels: content 'moonwalk' has no caption templates (prepare.captions.CONTENT_PHRASES)"]
+
+
+def failing_encoder(*args):
+    raise RuntimeError("encoder build failed")
+
+
+def test_a_build_that_fails_leaves_nothing_and_keeps_an_old_output(tmp_path, fakes, monkeypatch):
+    src = small_source(tmp_path / "src")
+    good = bdd.build(src, tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    monkeypatch.setattr(bdd, "build_text_encoder", failing_encoder)
+    for kwargs in (dict(), dict(convert=False), dict(overwrite=True)):
+        target = tmp_path / ("fresh" if not kwargs else "out")
+        with pytest.raises(RuntimeError, match="encoder build failed"):
+            bdd.build(src, target, **kwargs)
+        assert snapshot(tmp_path / "out") == before and not (tmp_path / "fresh").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temporary left
+    monkeypatch.setattr(bdd, "build_text_encoder", fake_text_encoder)
+    assert bdd.build(src, tmp_path / "out", convert=False) == good  # --no-convert rebuilds the same bytes
+    assert snapshot(tmp_path / "out") == before

@@ -122,3 +122,127 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: source folder") and "\n" not in err
+
+
+# --------------------------------------------------------------------------- hostile and broken input
+def deep_chain(depth: int) -> str:
+    """A BVH file whose joints nest ``depth`` deep (no known skeleton)."""
+    lines = ["HIERARCHY", "ROOT j0", "{", "OFFSET 0 0 0", "CHANNELS 1 Zrotation"]
+    for i in range(1, depth):
+        lines += [f"JOINT j{i}", "{", "OFFSET 0 1 0", "CHANNELS 1 Zrotation"]
+    lines += ["}"] * depth + ["MOTION", "Frames: 2", "Frame Time: 0.0333333", *[" ".join(["0"] * depth)] * 2]
+    return "\n".join(lines) + "\n"
+
+
+def with_header(src: Path, **values) -> str:
+    """A good clip's text with some MOTION header values replaced."""
+    text = (src / (CLIPS[0] + ".bvh")).read_text()
+    for label, value in values.items():
+        key = {"frames": "Frames:", "frame_time": "Frame Time:"}[label]
+        start = text.index(key)
+        text = text[:start] + f"{key} {value}" + text[text.index("\n", start):]
+    return text
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporaries of any run beside the outputs in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and ".tmp" in p.name)
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (lambda src: deep_chain(3000), "needs joints"),  # used to be RecursionError for the whole folder
+    (lambda src: with_header(src, frames="inf"), "frame count inf is not a count"),  # OverflowError
+    (lambda src: with_header(src, frame_time="1e300"), "is outside [1e-05, 10] s"),  # huge resampling
+    (lambda src: with_header(src, frame_time="nan"), "must be > 0"),
+    (lambda src: "HIERARCHY\nROOT x\n{\n" + "JOINT y {\n" * 10, "no MOTION section"),
+])
+def test_a_hostile_file_is_skipped_and_the_good_clips_convert(src, tmp_path, payload, reason):
+    (src / "hostile.bvh").write_text(payload(src))
+    records, skipped = convert_folder(src, tmp_path / "out")
+    assert [r.id for r in records] == sorted(JOINT_FRAMES)
+    assert [Path(s.path).name for s in skipped] == ["hostile.bvh"]
+    assert reason in skipped[0].reason and "\n" not in skipped[0].reason and len(skipped[0].reason) < 1200
+    manifest = json.loads((tmp_path / "out" / "conversion.json").read_text())
+    assert [s["path"] for s in manifest["skipped"]] == ["hostile.bvh"]
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("fps", 0, "fps 0 is not a frame rate in (0, 1000]"),
+    ("fps", -20.0, "fps -20.0 is not a frame rate in (0, 1000]"),
+    ("fps", float("nan"), "fps nan is not a frame rate"),
+    ("fps", float("inf"), "fps inf is not a frame rate"),
+    ("fps", 1e9, "fps 1000000000.0 is not a frame rate in (0, 1000]"),
+    ("min_frames", 1, "min_frames 1 is not a whole number in [2, 1000000]"),
+    ("min_frames", 2.5, "min_frames 2.5 is not a whole number"),
+    ("min_frames", 10 ** 7, "min_frames 10000000 is not a whole number in [2, 1000000]"),
+    ("workers", 0, "workers must be >= 1 and <= 64, got 0"),
+    ("workers", 1000, "workers must be >= 1 and <= 64, got 1000"),
+    ("skeleton", "smpl", "unknown skeleton 'smpl'"),
+])
+def test_bad_options_fail_up_front_and_write_nothing(tmp_path, option, value, message):
+    src = tmp_path / "src"  # the options are checked before the folder is even looked at
+    src.mkdir()
+    with pytest.raises(ValueError) as info:
+        convert_folder(src, tmp_path / "out", **{option: value})
+    assert str(info.value).startswith(message), str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_clips_too_short_for_min_frames_say_so(src, tmp_path):
+    # this used to report another file's "no MOTION section; is this a BVH file?"
+    (src / "notes.bvh").write_text("not a bvh file\n")
+    with pytest.raises(ValueError) as info:
+        convert_folder(src, tmp_path / "out", min_frames=100000)
+    message = str(info.value)
+    assert message.startswith(f"none of the 4 BVH files under {src} could be converted: 3 too short "
+                              f"(lower min_frames), e.g. dataset-1_run_normal_001.bvh: 16 frames at 20 fps, "
+                              f"fewer than the minimum 100000; 1 unreadable, e.g. notes.bvh: line 1: no MOTION")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    records, skipped = convert_folder(src, tmp_path / "out", min_frames=20)  # per file, the true reason
+    assert len(records) == 2
+    assert {Path(s.path).name: s.reason for s in skipped}["dataset-1_run_normal_001.bvh"] == \
+        "16 frames at 20 fps, fewer than the minimum 20"
+
+
+@pytest.mark.parametrize("where,overwrite,error,message", [
+    (lambda src, tmp: src, True, ValueError, "holds the source folder"),  # would delete the BVH files
+    (lambda src, tmp: tmp, True, ValueError, "holds the source folder"),
+    (lambda src, tmp: tmp / "file.txt", True, NotADirectoryError, "is a file"),
+    (lambda src, tmp: tmp / "file.txt" / "out", False, NotADirectoryError, "is a file, not a folder"),
+])
+def test_output_paths_that_would_destroy_inputs_are_refused(src, tmp_path, where, overwrite, error, message):
+    (tmp_path / "file.txt").write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(error, match=message):
+        convert_folder(src, where(src, tmp_path), overwrite=overwrite)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_a_killed_runs_temporary_is_removed_by_the_next_run(src, tmp_path):
+    stale = tmp_path / ".out.k1ll3d.tmp"  # what kill -9 left (nobody holds its lock)
+    (stale / "new_joints").mkdir(parents=True)
+    old_scheme = tmp_path / ".out.abc123.tmp"  # the earlier naming, never locked
+    old_scheme.mkdir()
+    convert_folder(src, tmp_path / "out")
+    assert leftovers(tmp_path) == [] and (tmp_path / "out" / "Mean.npy").is_file()
+
+
+def test_cli_reports_user_mistakes_in_one_line(src, tmp_path, capsys):
+    out = tmp_path / "out"
+    for argv, start in [
+        ([str(src), str(out), "--fps", "nan"], "error: fps nan is not a frame rate in (0, 1000]"),
+        ([str(src), str(out), "--min-frames", "100000"], "error: none of the 3 BVH files"),
+        ([str(src), str(out), "--fps", "fast"], "error: argument --fps: invalid float value: 'fast'"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1, err
+        assert not out.exists() and leftovers(tmp_path) == []
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main([str(src), str(out)]) == 2
+    assert capsys.readouterr().err == f"error: output folder {out} exists and is not empty; " \
+                                      f"choose another folder or pass --overwrite\n"
+    assert main([str(src), str(out), "--overwrite"]) == 0
+    assert capsys.readouterr().out.startswith("converted 3 clips (121 frames")

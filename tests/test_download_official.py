@@ -113,3 +113,68 @@ def test_manifest_is_consistent():
                 assert any(g.pattern == f.same_folder_as for g in earlier)
         if asset.direct:
             assert len(asset.files) == 1
+
+
+# --------------------------------------------------------------------------- hostile and broken input
+def leftovers(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
+
+
+def test_zip_members_cannot_escape_the_scratch_folder(tmp_path):
+    escaped = tmp_path / "evil" / "our_vab_data.npy"  # where an unsafe unpacker would write
+    payload = write(tmp_path / "glove.zip", b"")
+    with zipfile.ZipFile(payload, "w") as z:
+        z.writestr("../" * 30 + str(escaped).lstrip("/"), b"relative escape")
+        z.writestr(str(tmp_path / "abs" / "our_vab_words.pkl"), b"absolute escape")
+        z.writestr("glove/our_vab_idx.pkl", b"idx")
+    dl.install_from(payload, tmp_path / "root", names=["glove"])
+    assert not escaped.exists() and not (tmp_path / "abs").exists()
+    assert (tmp_path / "root/glove/our_vab_idx.pkl").read_bytes() == b"idx"
+
+
+def test_only_asset_files_are_unpacked_and_space_is_checked_first(tmp_path, monkeypatch):
+    payload = write(tmp_path / "big.zip", b"")
+    with zipfile.ZipFile(payload, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("junk/video.mp4", b"\0" * 2_000_000)  # not an asset's file: never unpacked
+        z.writestr("glove/our_vab_data.npy", b"x" * 1000)
+    real = dl.shutil.disk_usage
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    out = dl.install_from(payload, tmp_path / "root")
+    assert [o.status for o in out] == ["placed", "missing", "missing"]
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=10))
+    with pytest.raises(ValueError, match=r"needs 0\.0 MiB but .* has 0\.0 MiB free; free some space or set TMPDIR"):
+        dl.install_from(payload, tmp_path / "root2")
+    assert not (tmp_path / "root2").exists()
+
+
+def test_a_failed_copy_leaves_nothing_at_the_target(tmp_path, downloads, monkeypatch):
+    def half_copy(source, dest):
+        with open(dest, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dl.shutil, "copyfile", half_copy)
+    out = dl.install_from(downloads / "glove.zip", tmp_path / "root")
+    assert {o.status for o in out} == {"failed"} and "No space left on device" in out[0].detail
+    assert not (tmp_path / "root/glove/our_vab_data.npy").exists() and leftovers(tmp_path / "root") == []
+
+
+def test_a_killed_copys_temporary_is_removed_by_the_next_run(tmp_path, downloads):
+    stale = write(tmp_path / "root/glove/.our_vab_data.npy.k1ll3d.tmp.npy", b"half")
+    out = dl.install_from(downloads / "glove.zip", tmp_path / "root")
+    assert {o.status for o in out} == {"placed"} and not stale.exists()
+    assert (tmp_path / "root/glove/our_vab_data.npy").read_bytes() == b"our_vab_data.npy"
+
+
+def test_a_failed_download_is_an_outcome_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    def offline(url, filename):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    assert dl.main(["--download", "clip_bpe", "--root", str(tmp_path / "root")]) == 1
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("[        failed] clip_bpe: save/clip/bpe_simple_vocab_16e6.txt.gz (download failed")
+    assert "use --from" in line and not (tmp_path / "root/save").exists()
