@@ -124,6 +124,11 @@ def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: O
     :class:`MDMPieceDenoiser`. text_encoder: use this encoder instead of building one.
     text_precision: CLIP precision, "auto" (fp16 on CUDA as the release, fp32 on CPU), "fp16"
     (the release's numbers on any device) or "fp32".
+
+    Every failure is one line: FileNotFoundError for a missing file, ValueError for an unknown or
+    absent device, a NaN / infinite / negative guidance scale, an unreadable or mismatched file
+    (named), weights holding NaN or infinities (the first such tensor named), or a text encoder
+    whose optional package is missing (also an ImportError).
     """
     device = resolve_device(device)
     scale = check_guidance_scale(guidance_scale)

@@ -1,9 +1,13 @@
 """Train (and export) an MDM text-to-motion model with MDM's objective, on CPU or GPU.
 
-    python -m mdm_adapter.train --config configs/default_model.json --data /work/data/bandai_hml \
-        --out /work/runs/default                       # trains; resumes if --out has a checkpoint
-    python -m mdm_adapter.train --out /work/runs/default --data /work/data/bandai_hml \
+    python -m mdm_adapter.train --config configs/default_model.json --data data/bandai_hml \
+        --out runs/default                             # trains; resumes if --out has a checkpoint
+    python -m mdm_adapter.train --out runs/default --data data/bandai_hml \
         --export save/default                          # writes the shipped files, no training
+
+A user mistake (missing data folder, bad config file or value, an output path that is a file)
+is one line on stderr and exit status 2. Exports and logs are written under temporary names and
+renamed into place, so a killed run never leaves a half-written file at an output path.
 
 Objective (as in MDM): x0 prediction under a discrete cosine VP schedule, t uniform in
 [0, T), MSE on the real (unpadded) frames, the text feature replaced by zeros with probability
