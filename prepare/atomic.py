@@ -29,7 +29,7 @@ from typing import Iterator, Optional, Union
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover (Windows): leftovers are kept, and named
+except ImportError:  # pragma: no cover (Windows): leftovers are kept
     fcntl = None
 
 PathLike = Union[str, Path]
@@ -49,9 +49,11 @@ def temporary_names(target: Path) -> list[Path]:
 
 
 def _try_lock(path: Path) -> Optional[int]:
-    """A descriptor holding the exclusive lock of ``path``, or None if a live run holds it."""
+    """A descriptor holding the exclusive lock of ``path``, or None if a live run holds it
+    (or it cannot be opened: a symlink or a FIFO under a temporary's name is left alone)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
         return None
     try:
@@ -81,7 +83,10 @@ def remove_stale_temporaries(target: PathLike) -> list[Path]:
     target = Path(target)
     new_ends = (".new", ".new" + target.suffix)
     for path in temporary_names(target):
-        if path.name.endswith(new_ends) and time.time() - path.lstat().st_mtime < NEW_GRACE_S:
+        try:
+            if path.name.endswith(new_ends) and time.time() - path.lstat().st_mtime < NEW_GRACE_S:
+                continue
+        except FileNotFoundError:  # another run removed it meanwhile
             continue
         fd = _try_lock(path)
         if fd is None:

@@ -33,7 +33,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -43,6 +43,9 @@ from motion_core.spec import HUMANML3D
 from prepare.atomic import init_worker, staged_dir, terminate_as_exit
 from prepare.bvh import read_bvh
 from prepare.skeletons import SKELETONS, SkeletonMap, get_skeleton, guess_skeleton, resample
+
+if TYPE_CHECKING:
+    from motion_core.normalization import RunningMoments
 
 PathLike = Union[str, Path]
 SkeletonArg = Union[str, SkeletonMap]  # "bandai", "cmu", "auto" or a map
@@ -296,7 +299,7 @@ def _plan_jobs(files: list[Path], template: _Job) -> tuple[list[_Job], list[Skip
     return jobs, skipped
 
 
-def _collect(results: list[_JobResult]) -> tuple[list[ClipRecord], list[SkippedFile], "RunningMoments"]:
+def _collect(results: list[_JobResult]) -> tuple[list[ClipRecord], list[SkippedFile], RunningMoments]:
     """Records sorted by id, skipped files, and feature moments summed in clip-id order."""
     from motion_core.normalization import RunningMoments
 

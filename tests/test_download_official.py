@@ -178,3 +178,14 @@ def test_a_failed_download_is_an_outcome_not_a_traceback(tmp_path, monkeypatch, 
     line = capsys.readouterr().out.strip()
     assert line.startswith("[        failed] clip_bpe: save/clip/bpe_simple_vocab_16e6.txt.gz (download failed")
     assert "use --from" in line and not (tmp_path / "root/save").exists()
+
+
+def test_placing_replaces_a_symlinked_target_instead_of_writing_through_it(tmp_path, downloads):
+    outside = write(tmp_path / "elsewhere" / "precious.txt", b"do not overwrite")
+    dest = tmp_path / "root/glove/our_vab_data.npy"
+    dest.parent.mkdir(parents=True)
+    dest.symlink_to(outside)
+    out = by_target(dl.install_from(downloads / "glove.zip", tmp_path / "root", force=True))
+    assert out["glove/our_vab_data.npy"].status == "placed"
+    assert outside.read_bytes() == b"do not overwrite"
+    assert not dest.is_symlink() and dest.read_bytes() == b"our_vab_data.npy"

@@ -179,6 +179,7 @@ def test_kill_9_leaves_only_a_temporary_that_the_next_run_removes(tmp_path):
 
 def test_sigterm_cleans_up_at_once(tmp_path):
     proc, tmp = start_holder(tmp_path)
+    assert tmp.is_dir()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marker"]
@@ -261,3 +262,14 @@ def test_staged_file_is_all_or_nothing(tmp_path):
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [target]
     assert target.stat().st_mode & 0o777 == 0o666 & ~atomic._umask()
+
+
+def test_a_symlink_or_fifo_under_a_temporarys_name_never_removes_what_it_points_to(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "marker").write_text("keep me")
+    (tmp_path / ".out.link.tmp").symlink_to(victim)  # a planted "stale temporary"
+    os.mkfifo(tmp_path / ".out.fifo.tmp")  # would block a reader that opens it plainly
+    removed = atomic.remove_stale_temporaries(tmp_path / "out")
+    assert removed == [tmp_path / ".out.fifo.tmp"]
+    assert (victim / "marker").read_text() == "keep me" and (tmp_path / ".out.link.tmp").is_symlink()
