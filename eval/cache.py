@@ -142,8 +142,8 @@ class BatchCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except READ_ERRORS as err:
-            raise DamagedEntry(f"unreadable ({type(err).__name__}: {err})") from None
+        except READ_ERRORS as err:  # first sentence only: numpy's would suggest unpickling the file
+            raise DamagedEntry(f"unreadable ({type(err).__name__}: {str(err).split('. ')[0]})") from None
         if any(name not in arrays for name in ARRAYS):
             raise DamagedEntry(f"it lacks {[n for n in ARRAYS if n not in arrays]}")
         if "key" in arrays or "checksum" in arrays:
