@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 
 class UsageError(ValueError):
