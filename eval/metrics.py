@@ -328,3 +328,224 @@ def mean_ci(values: Sequence[float] | np.ndarray, axis: int = 0) -> tuple[np.nda
     if np.ndim(mean) == 0:
         return float(mean), float(ci)
     return mean, ci
+
+
+# --------------------------------------------------------------------------------------------
+# Discontinuities: one-frame snaps and stalls (issue 13)
+# --------------------------------------------------------------------------------------------
+#
+# The *step* of the transition t -> t+1 is the largest move of any joint relative to the root,
+# in metres. A snap is a step above what real motion does in one frame (the real data's 99.9th
+# percentile) or far above the steps around it (a *jump*); a duplicated frame is a step far below
+# the steps around it while the body moves (a *stall*). Both are judged against the median of the
+# neighbouring steps, which one bad frame cannot move. A real hand stops for a frame when it turns
+# round, too; what tells a duplicate apart is that the motion goes on through it: the frame lies
+# far off the cubic through its two neighbours on each side (its *kink*), where a turning hand lies
+# on it. A frame far off that cubic while its neighbours move less (a *spike*) is an out-and-back
+# outlier even where the body moves too fast for the step ratio to see it. Measured on the converted Bandai Namco clips (6,152 with mirrors, 549,628 transitions):
+# 1.8e-5 jumps, 3.8e-5 stalls and no spike per real transition; in 1,185 clips where the body
+# moves, one random frame duplicated is a stall 97 % of the time, and one random frame with the
+# left wrist 0.2 m out is a jump 42 %, a spike 80 % of the time.
+
+STEP_RATIO_WINDOW = 3     # steps on each side whose median is the local reference of a step
+JUMP_RATIO = 3.0          # a step more than 3x its neighbours' median is a jump
+STALL_RATIO = 0.3         # a step below 0.3x its neighbours' median ...
+KINK_RATIO = 0.3          # ... whose frames lie off the cubic by 0.3x that median is a stall
+SPIKE_RATIO = 1.5         # a frame off the cubic by 1.5x the neighbours' median step is a spike
+MIN_MOVE = 0.01           # metres per frame: ratios are only judged where the body moves at least this
+
+
+def frame_steps(positions: np.ndarray, root: int = 0) -> np.ndarray:
+    """Per-transition step of joint positions [..., T, J, 3] -> [..., T - 1] (metres).
+
+    Entry t is ``max_j |(p[t+1, j] - p[t+1, root]) - (p[t, j] - p[t, root])|``: the largest move
+    of any joint relative to the root between frames t and t+1.
+    """
+    p = _positions(positions, 2)
+    rel = p - p[..., root:root + 1, :]
+    return np.linalg.norm(np.diff(rel, axis=-3), axis=-1).max(-1)
+
+
+def frame_kinks(positions: np.ndarray, root: int = 0) -> np.ndarray:
+    """Per-frame kink of joint positions [..., T, J, 3] -> [..., T] (metres).
+
+    Entry t is the largest distance of a joint (relative to the root) at frame t from the cubic
+    through frames t-2, t-1, t+1, t+2: ``|p_t - (-p_{t-2} + 4 p_{t-1} + 4 p_{t+1} - p_{t+2}) / 6|``
+    (a 4th difference / 6). Smooth motion gives ~0, a one-frame outlier of size d gives d, a
+    duplicated frame of a joint moving v per frame gives v. The first and last two frames get 0.
+    """
+    p = _positions(positions, 1)
+    rel = p - p[..., root:root + 1, :]
+    out = np.zeros(p.shape[:-2])
+    if p.shape[-3] >= 5:
+        pred = (-rel[..., :-4, :, :] + 4 * rel[..., 1:-3, :, :] + 4 * rel[..., 3:-1, :, :] - rel[..., 4:, :, :]) / 6
+        out[..., 2:-2] = np.linalg.norm(rel[..., 2:-2, :, :] - pred, axis=-1).max(-1)
+    return out
+
+
+def _positions(positions: np.ndarray, min_frames: int) -> np.ndarray:
+    p = np.asarray(positions, dtype=np.float64)
+    if p.ndim < 3 or p.shape[-1] != 3 or p.shape[-3] < min_frames:
+        raise ValueError(f"positions must be [..., T >= {min_frames}, J, 3], got shape {p.shape}")
+    return p
+
+
+def neighbour_median(steps: np.ndarray, window: int = STEP_RATIO_WINDOW) -> np.ndarray:
+    """Median of the ``2 * window`` steps nearest to every step (itself excluded), [..., N] -> [..., N].
+
+    Inside, ``window`` on each side; near the ends the window shifts inwards so that it keeps
+    ``2 * window`` neighbours (a motion of fewer steps uses all the others).
+    """
+    s = np.asarray(steps, dtype=np.float64)
+    if window < 1:
+        raise ValueError(f"window must be >= 1 step on each side, got {window}")
+    n = s.shape[-1]
+    if n < 2:
+        return np.full(s.shape, np.nan)
+    width = min(2 * window + 1, n)
+    t = np.arange(n)
+    lo = np.clip(t - window, 0, n - width)
+    cols = lo[:, None] + np.arange(width)[None, :]                     # [N, width], contains t
+    keep = cols != t[:, None]
+    others = cols[keep].reshape(n, width - 1)                          # [N, width - 1]
+    return np.median(s[..., others], axis=-1)
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    """Steps of one motion and their tests, all [T - 1] (entry t: frames t -> t+1).
+
+    steps (m), neighbour median (m), ratio (step / median, both floored at min_move / 10),
+    kink (m, the larger of frames t and t+1), jump, stall and spike (bool).
+    """
+
+    steps: np.ndarray
+    median: np.ndarray
+    ratio: np.ndarray
+    kink: np.ndarray
+    jump: np.ndarray
+    stall: np.ndarray
+    spike: np.ndarray
+
+
+def step_profile(positions: np.ndarray, window: int = STEP_RATIO_WINDOW, jump_ratio: float = JUMP_RATIO,
+                 stall_ratio: float = STALL_RATIO, kink_ratio: float = KINK_RATIO,
+                 spike_ratio: float = SPIKE_RATIO, min_move: float = MIN_MOVE) -> StepProfile:
+    """Steps, ratios, jumps and stalls of one motion [T, J, 3] (see the section comment).
+
+    A jump: step > ``min_move`` and > ``jump_ratio`` x the neighbours' median. A stall: median >
+    ``min_move``, step < ``stall_ratio`` x median and kink > ``kink_ratio`` x median. A spike:
+    kink > ``min_move`` and > ``spike_ratio`` x max(median, ``min_move``).
+    """
+    p = _positions(positions, 2)
+    if p.ndim != 3:
+        raise ValueError(f"step_profile takes one motion [T, J, 3], got shape {p.shape}")
+    s = frame_steps(p)
+    med = neighbour_median(s, window)
+    floor = min_move / 10
+    ratio = np.maximum(s, floor) / np.maximum(np.nan_to_num(med, nan=0.0), floor)
+    k = frame_kinks(p)
+    kink = np.maximum(k[:-1], k[1:])
+    jump = (s > min_move) & (s > jump_ratio * med)
+    stall = (med > min_move) & (s < stall_ratio * med) & (kink > kink_ratio * med)
+    spike = (kink > min_move) & (kink > spike_ratio * np.maximum(np.nan_to_num(med, nan=0.0), min_move))
+    return StepProfile(s, med, ratio, kink, jump, stall, spike)
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """Steps of a set of transitions: their count, the largest step and kink (m), the largest and
+    smallest ratio to the neighbours, how many steps exceed the reference, and how many transitions
+    are jumps, stalls or spikes."""
+
+    transitions: int
+    max_step: float
+    max_kink: float
+    max_ratio: float
+    min_ratio: float
+    over_reference: int
+    jumps: int
+    stalls: int
+    spikes: int
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def summarize_steps(profile: StepProfile, transitions: Sequence[int] | np.ndarray, reference: float) -> StepSummary:
+    """Summary of a :class:`StepProfile` at the given transition indices (t = frames t -> t+1).
+
+    ``over_reference`` counts steps above ``reference`` (e.g. the real data's 99.9th percentile).
+    """
+    n = len(profile.steps)
+    idx = np.unique(np.asarray(transitions, dtype=np.int64))
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"transition indices must be in 0..{n - 1}, got {idx.min()}..{idx.max()}")
+    if idx.size == 0:
+        return StepSummary(0, float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, 0, 0)
+    sel, ratio = profile.steps[idx], profile.ratio[idx]
+    return StepSummary(int(idx.size), float(sel.max()), float(profile.kink[idx].max()), float(ratio.max()),
+                       float(ratio.min()), int((sel > reference).sum()), int(profile.jump[idx].sum()),
+                       int(profile.stall[idx].sum()), int(profile.spike[idx].sum()))
+
+
+def transitions_near(frames: Sequence[int] | np.ndarray, num_frames: int, radius: int = 1) -> np.ndarray:
+    """Transition indices within ``radius`` of each frame boundary f (between frames f-1 and f).
+
+    The boundary at frame f is transition f-1; ``radius`` r adds f-1-r .. f-1+r. Indices outside
+    0..num_frames-2 are dropped. Returns sorted unique indices.
+    """
+    out = [np.arange(int(f) - 1 - radius, int(f) + radius) for f in frames]
+    idx = np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+    return idx[(idx >= 0) & (idx <= num_frames - 2)].astype(np.int64)
+
+
+def discontinuities(positions: np.ndarray, frame_sets: dict[str, Sequence[int] | np.ndarray],
+                    reference: float, radius: int = 2, interior: bool = True,
+                    **kwargs) -> dict[str, StepSummary]:
+    """Step summaries of one motion [T, J, 3] at named sets of frame boundaries.
+
+    ``frame_sets`` maps a name (e.g. "boundaries", "seams", "piece_edges") to frame boundaries f
+    (between frames f-1 and f); each is widened by ``radius`` transitions (see
+    :func:`transitions_near`). With ``interior`` an "interior" entry summarises every transition
+    in none of the sets. For a loop of period P, tile its features twice, recover the joints and
+    give the seam as frame P. ``kwargs`` go to :func:`step_profile`.
+    """
+    profile = step_profile(positions, **kwargs)
+    n = len(profile.steps)
+    out, used = {}, np.zeros(n, dtype=bool)
+    for name, frames in frame_sets.items():
+        idx = transitions_near(frames, n + 1, radius)
+        used[idx] = True
+        out[name] = summarize_steps(profile, idx, reference)
+    if interior:
+        out["interior"] = summarize_steps(profile, np.flatnonzero(~used), reference)
+    return out
+
+
+@dataclass(frozen=True)
+class StepReference:
+    """Step statistics of real motion: the ``q``-th percentile and the maximum (m), the median,
+    and the rates of jumps, stalls and spikes per transition (how often real data trips the tests)."""
+
+    q: float
+    quantile: float
+    maximum: float
+    median: float
+    jump_rate: float
+    stall_rate: float
+    spike_rate: float
+    transitions: int
+
+
+def step_reference(motions: Sequence[np.ndarray], q: float = 99.9, **kwargs) -> StepReference:
+    """Step statistics over real motions (each [T, J, 3]); ``kwargs`` go to :func:`step_profile`."""
+    profiles = [step_profile(m, **kwargs) for m in motions]
+    if not profiles:
+        raise ValueError("step_reference needs at least one motion")
+    s = np.concatenate([p.steps for p in profiles])
+    jumps = sum(int(p.jump.sum()) for p in profiles)
+    stalls = sum(int(p.stall.sum()) for p in profiles)
+    spikes = sum(int(p.spike.sum()) for p in profiles)
+    return StepReference(q, float(np.percentile(s, q)), float(s.max()), float(np.median(s)),
+                         jumps / len(s), stalls / len(s), spikes / len(s), int(len(s)))
