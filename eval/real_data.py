@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from eval import metrics as M
 from eval.data import random_unit_crop
-from eval.protocols import Embedder, Reference, SplitData, rng_for
+from eval.suites import Embedder, Reference, SplitData, rng_for
+from motion_core.cli import OneLineParser, UsageError, run_cli
 
 
 def real_figures(evaluator, data: SplitData, replications: int = 20, seed: int = 0,
@@ -53,9 +55,9 @@ def real_figures(evaluator, data: SplitData, replications: int = 20, seed: int =
             "values": per_rep}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from eval.benchmark import DEFAULT_EVALUATOR, UsageError, data_folder, load_evaluator
-    p = argparse.ArgumentParser(prog="python -m eval.real_data", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from eval.benchmark import DEFAULT_EVALUATOR
+    p = OneLineParser(prog="python -m eval.real_data", description=__doc__.split("\n\n")[0])
     p.add_argument("--evaluator", default=str(DEFAULT_EVALUATOR))
     p.add_argument("--glove_dir", default=None)
     p.add_argument("--evaluator_stats", default=None)
@@ -64,19 +66,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replications", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """``payload`` as JSON at ``path``, written beside it under a temporary name and renamed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        data = SplitData.load(data_folder(args), args.split)
-        result = real_figures(load_evaluator(args, "cpu"), data, args.replications, args.seed)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> str:
+    """parse -> build (evaluator, data) -> figures -> save; returns the summary to print."""
+    from eval.benchmark import EvaluatorSource, check_folder, data_folder
+    if args.replications < 1:
+        raise UsageError(f"--replications must be >= 1, got {args.replications}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    source = EvaluatorSource(Path(args.evaluator), None if args.glove_dir is None else Path(args.glove_dir),
+                             None if args.evaluator_stats is None else Path(args.evaluator_stats))
+    source.check()
+    out = None if args.out is None else Path(args.out)
+    if out is not None:
+        check_folder(out.parent, "--out")
+        if out.is_dir():
+            raise UsageError(f"--out {out} is a folder; give a file name")
+    data = SplitData.load(data_folder(args.data, source.path, args.split), args.split)
+    result = real_figures(source.load("cpu"), data, args.replications, args.seed)
     result.update({"evaluator": args.evaluator, "data": str(data.root), "split": args.split})
-    text = json.dumps(result, indent=1)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(json.dumps({k: {m: round(v, 4) for m, v in s.items()} for k, s in result["summary"].items()}, indent=1))
-    return 0
+    if out is not None:
+        write_json(out, result)
+    return json.dumps({k: {m: round(v, 4) for m, v in s.items()} for k, s in result["summary"].items()}, indent=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from tiny_model import build_tiny_model  # noqa: E402
 from eval import benchmark as B  # noqa: E402
 from eval.cache import BatchCache  # noqa: E402
 from eval.scenes import build_scenes, save_scenes  # noqa: E402
-from eval.protocols import SplitData  # noqa: E402
+from eval.suites import SplitData  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Scenes, plans and scores of the evaluation protocols (no generation: real clips stand in for it)."""
+"""Scenes, plans and scores of the evaluation suites (no generation: real clips stand in for it)."""
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_fixtures import build_dataset, build_evaluator  # noqa: E402
 
-from eval import protocols as P  # noqa: E402
+from eval import suites as S  # noqa: E402
 from eval.cache import BatchCache, settings_key  # noqa: E402
 from eval.evaluator import Evaluator  # noqa: E402
 from eval.scenes import GROUPS, build_scenes, group_of, load_scenes, save_scenes  # noqa: E402
@@ -21,8 +21,8 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocols")
     data = build_dataset(root / "data")
     ev = build_evaluator(root / "evaluator", data)
-    test = P.SplitData.load(data)
-    ref = P.Reference(test, P.Embedder(Evaluator.from_file(ev)), real_crops=16)
+    test = S.SplitData.load(data)
+    ref = S.Reference(test, S.Embedder(Evaluator.from_file(ev)), real_crops=16)
     return test, ref
 
 
@@ -49,39 +49,53 @@ def test_scenes_are_deterministic_and_grouped(env, tmp_path):
 
 def test_plans_are_deterministic_and_method_independent(env):
     test, _ = env
-    cfg = P.ProtocolConfig("long", samples_per_rep=50, batch_size=16, long_seconds=12)
-    rows = P.plan_rows(cfg, test, rep=0)
-    assert rows == P.plan_rows(cfg, test, rep=0) and rows != P.plan_rows(cfg, test, rep=1)
+    cfg = S.make_suite("long", samples_per_rep=50, batch_size=16, long_seconds=12)
+    rows = cfg.rows(test, rep=0)
+    assert rows == cfg.rows(test, rep=0) and rows != cfg.rows(test, rep=1)
     assert len(rows) == 50 and all(r.num_frames == 240 for r in rows)
     names = {c.name: c for c in test.clips}
     for r in rows:
         start, length = r.crop
         assert length == names[r.clips[0]].length and 0 <= start <= 240 - length
     assert len({r.clips[0] for r in rows[:len(test.clips)]}) == len(test.clips)   # every clip before repeats
-    batches = P.row_batches(rows, cfg)
+    batches = cfg.batches(rows)
     assert [o for o, _ in batches] == [0, 16, 32, 48] and sum(len(b) for _, b in batches) == 50
-    single = P.plan_rows(P.ProtocolConfig("single", samples_per_rep=8), test, 0)
+    single = S.make_suite("single", samples_per_rep=8).rows(test, 0)
     assert all(r.num_frames == names[r.clips[0]].length and r.crop is None for r in single)
-    compose = P.ProtocolConfig("compose", segments_per_scene=5, num_scenes=3)
-    scenes = P.plan_rows(compose, test, 0)
+    compose = S.make_suite("compose", segments_per_scene=5, num_scenes=3, scenes_per_batch=2)
+    scenes = compose.rows(test, 0)
     assert len(scenes) == 3 and all(len(r.segments) == 5 for r in scenes)
-    assert scenes == P.plan_rows(compose, test, 1)           # same scenes in every replication
+    assert scenes == compose.rows(test, 1)                   # same scenes in every replication
+    assert [o for o, _ in compose.batches(scenes)] == [0, 2]   # scenes_per_batch rows per batch
+    plan = compose.plan(test, 2)
+    assert plan.rows == {0: scenes, 1: scenes} and set(plan.files) == {"scenes.json"}
+
+
+def _frames(suite, method, options=None):
+    return S.make_suite(suite).method_call(method, options).frame_settings(20.0)
 
 
 def test_method_options():
-    assert P.method_call("long", "collage", 20.0) == ("collage", {"overlap": 20, "transition": "prompt"})
-    assert P.method_call("compose", "collage", 20.0) == ("collage", {"overlap": 20})
-    assert P.method_call("loop", "average", 20.0) == ("average", {"overlap": 20, "loop": True})
-    assert P.method_call("loop", "concat", 20.0) == ("collage", {"overlap": 20})
-    assert P.method_call("compose", "doubletake", 20.0) == ("doubletake", {"handshake": 20, "blend": 10})
-    assert P.method_call("compose", "replacement", 20.0, {"replacement": {"window": 100}}) == \
-        ("replacement", {"window": 100})
+    """The suites' protocol choices on top of each method's own defaults (1 s = 20 frames at 20 fps)."""
+    assert _frames("long", "collage") == {"method": "collage", "options": {"overlap": 20, "transition": "prompt"},
+                                          "loop": False}
+    assert _frames("compose", "collage")["options"] == {"overlap": 20, "transition": "null"}
+    assert _frames("loop", "average") == {"method": "average", "options": {"overlap": 20}, "loop": True}
+    assert _frames("loop", "concat") == {"method": "collage", "options": {"overlap": 20, "transition": "null"},
+                                         "loop": False}
+    dt = _frames("compose", "doubletake")["options"]
+    assert (dt["handshake"], dt["blend"]) == (20, 10)
+    assert _frames("compose", "replacement", {"window": "100f"})["options"]["window"] == 100
+    assert _frames("long", "collage", {"overlap": 1.5})["options"] == {"overlap": 30, "transition": "prompt"}
+    assert S.make_suite("loop").default_methods == ("collage", "average", "doubletake", "concat")
     with pytest.raises(ValueError, match="cannot make a loop"):
-        P.method_call("loop", "replacement", 20.0)
-    with pytest.raises(ValueError, match="baseline"):
-        P.method_call("long", "concat", 20.0)
+        S.make_suite("loop").method_call("replacement")
+    with pytest.raises(ValueError, match="unknown method 'concat' for the long suite"):
+        S.make_suite("long").method_call("concat")
+    with pytest.raises(ValueError, match="has no option 'handshake'"):
+        S.make_suite("compose").method_call("doubletake", {"handshake": 20})
     with pytest.raises(ValueError, match="unknown suite"):
-        P.ProtocolConfig("huge")
+        S.make_suite("huge")
 
 
 def _stand_in(rows, test):
@@ -94,20 +108,25 @@ def _stand_in(rows, test):
     return out
 
 
-@pytest.mark.parametrize("suite", P.SUITES)
+SETTINGS = dict(samples_per_rep=12, segments_per_scene=4, num_scenes=4, transition_window=20, loop_seconds=3,
+                long_seconds=12, diversity_pairs=10)
+
+
+@pytest.mark.parametrize("suite", ["single", "long", "compose", "loop"])
 def test_scores_have_the_expected_keys(env, suite):
     test, ref = env
-    cfg = P.ProtocolConfig(suite, samples_per_rep=12, segments_per_scene=4, num_scenes=4, transition_window=20,
-                           loop_seconds=3, long_seconds=12, diversity_pairs=10)
-    rows = P.plan_rows(cfg, test, 0)
-    scored = P.score_rows(cfg, rows, _stand_in(rows, test), ref, 0)
-    real = P.score_real(cfg, rows, ref, 0)
+    cfg = S.make_suite(suite, SETTINGS)
+    rows = cfg.rows(test, 0)
+    scored = cfg.score(rows, _stand_in(rows, test), ref, 0)
+    real = cfg.score_real(rows, ref, 0)
     base = {"top1", "top2", "top3", "mm_dist", "fid", "diversity"}
     if suite in ("single", "long"):
         assert set(scored.metrics) == base and set(real.metrics) == base and not scored.curves
-        shuffled = P.score_shuffled(cfg, rows, _stand_in(rows, test), ref, 0)
+        shuffled = cfg.score(S.shuffled_text(rows, cfg.seed, 0), _stand_in(rows, test), ref, 0)
         assert shuffled.metrics["fid"] == scored.metrics["fid"]
         assert shuffled.metrics["mm_dist"] != scored.metrics["mm_dist"]
+        controls = cfg.controls(rows, _stand_in(rows, test), ref, 0)
+        assert list(controls) == (["shuffled text"] if suite == "single" else [])
     elif suite == "compose":
         assert base | {"tr_fid", "tr_diversity", "tr_pj", "tr_auj", "transitions"} == set(scored.metrics)
         assert scored.metrics["transitions"] == 4 * 3
@@ -116,7 +135,7 @@ def test_scores_have_the_expected_keys(env, suite):
         assert {"seam_pj", "interior_pj", "seam_auj", "interior_fid", "seam_jerk_peak"} <= set(scored.metrics)
         assert scored.curves["seam_jerk"].shape == (17,)
     assert all(np.isfinite(v) for v in scored.metrics.values())
-    again = P.score_rows(cfg, rows, _stand_in(rows, test), ref, 0)
+    again = cfg.score(rows, _stand_in(rows, test), ref, 0)
     assert again.metrics == scored.metrics
 
 
@@ -124,16 +143,16 @@ def test_scores_have_the_expected_keys(env, suite):
 def test_loop_seam_of_a_real_loop_is_smooth(env):
     """A periodic motion has no seam; a plain end-to-start join of an open motion does."""
     test, ref = env
-    cfg = P.ProtocolConfig("loop", samples_per_rep=4, transition_window=20, loop_seconds=3, diversity_pairs=4)
-    rows = P.plan_rows(cfg, test, 0)
+    cfg = S.make_suite("loop", samples_per_rep=4, transition_window=20, loop_seconds=3, diversity_pairs=4)
+    rows = cfg.rows(test, 0)
     t = np.arange(60)
     smooth = np.zeros((60, 263), np.float32)
     smooth[:, 3] = 0.9
     smooth[:, 4:67] = 0.1 * np.sin(2 * np.pi * t / 60)[:, None]
     jump = smooth.copy()
     jump[:, 4:67] = 0.1 * (t / 60.0)[:, None]                   # ramps up, then snaps back at the seam
-    s = P.score_rows(cfg, rows, [smooth] * 4, ref, 0).metrics
-    j = P.score_rows(cfg, rows, [jump] * 4, ref, 0).metrics
+    s = cfg.score(rows, [smooth] * 4, ref, 0).metrics
+    j = cfg.score(rows, [jump] * 4, ref, 0).metrics
     assert j["seam_pj"] > 10 * j["interior_pj"]
     assert s["seam_pj"] < 2 * s["interior_pj"] + 1e-9
 
@@ -141,7 +160,7 @@ def test_loop_seam_of_a_real_loop_is_smooth(env):
 def test_derangement_and_cache(tmp_path):
     rng = np.random.default_rng(0)
     for n in (2, 3, 10):
-        p = P.derangement(n, rng)
+        p = S.derangement(n, rng)
         assert sorted(p) == list(range(n)) and not (p == np.arange(n)).any()
     assert settings_key({"a": 1, "b": [1, 2]}) == settings_key({"b": [1, 2], "a": 1}) != settings_key({"a": 2})
     cache = BatchCache(tmp_path)
