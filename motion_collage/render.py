@@ -16,24 +16,23 @@ running code from it (:mod:`motion_collage.safe_pickle`); ``results.npz`` beside
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import os
-import re
-import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 from contextlib import contextmanager
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from motion_collage.graph import Segment
+from motion_core.atomic import check_output_file, die_with_parent, staged_file
 from motion_core.cli import OneLineParser, run_cli
 from motion_core.spec import HUMANML3D, DatasetSpec
 
@@ -182,123 +181,8 @@ class _Scene:
 
 
 # ---------------------------------------------------------------------------------------------
-# Output files: checked before the work, written under a temporary name, renamed when complete
-# ---------------------------------------------------------------------------------------------
-
-_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.partial$")
-
-
-def _temp_path(target: Path) -> Path:
-    return target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_temps(folder: PathLike) -> list[Path]:
-    """Delete temporaries (``.NAME.PID.RANDOM.partial``) that killed runs left in ``folder``;
-    those of live processes are kept. Returns the removed paths."""
-    removed = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _TEMP_RE.match(entry.name)
-        if match and not _pid_alive(int(match[1])):
-            try:
-                entry.unlink()
-                removed.append(entry)
-            except OSError:
-                pass
-    return removed
-
-
-def check_output_path(path: PathLike, suffixes: Optional[Sequence[str]] = None) -> Path:
-    """Check that a file can be written at ``path`` before any work is done: the suffix, that
-    ``path`` is not a folder, that no file stands where a parent folder must go, and that the
-    folder (created if missing) is writable. Raises ValueError (one line) naming the fix."""
-    path = Path(path)
-    if path.is_dir():
-        example = path / ("out" + (suffixes[0] if suffixes else ".png"))
-        raise ValueError(f"output {path} is an existing folder; give a file path instead, e.g. {example}")
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot write {path}: {parent} is a file, not a folder; choose another output path")
-            break
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = _temp_path(path)
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc} in {path.parent}; "
-                         f"choose a writable output folder") from None
-    return path
-
-
-@contextmanager
-def atomic_output(target: PathLike, *, clean: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` when the block ends
-    without an error, delete it otherwise. ``clean`` first removes stale temporaries."""
-    target = Path(target)
-    if clean:
-        remove_stale_temps(target.parent)
-    tmp = _temp_path(target)
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
 # ffmpeg: raw RGB frames in, mp4 or gif out; the child dies with its parent
 # ---------------------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-@lru_cache(maxsize=1)
-def _libc_prctl() -> Optional[Callable]:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
-    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies (the check of
-    ``getppid`` covers a parent that died before the request)."""
-    prctl = _libc_prctl()
-    if prctl is None:
-        return None
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return setup
-
 
 def _ffmpeg_command(path: Path, size: tuple[int, int], fps: float, fmt: str) -> list[str]:
     import imageio_ffmpeg
@@ -322,7 +206,7 @@ class VideoWriter:
         self._log = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(_ffmpeg_command(path, size, fps, fmt), stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
-                                      preexec_fn=_die_with_parent(os.getpid()))
+                                      preexec_fn=functools.partial(die_with_parent, os.getpid()))
 
     @property
     def pid(self) -> int:
@@ -375,8 +259,8 @@ def video_writer(out_path: PathLike, fps: float, *, size: tuple[int, int] = _SIZ
     """A :class:`VideoWriter` whose file appears at ``out_path`` (.mp4 or .gif) only once it
     is complete. On Linux the ffmpeg child is killed if this process dies."""
     fps = _check_fps(fps)
-    out_path = check_output_path(out_path, VIDEO_SUFFIXES)
-    with atomic_output(out_path) as tmp:
+    out_path = check_output_file(out_path, VIDEO_SUFFIXES)
+    with staged_file(out_path) as tmp:
         writer = VideoWriter(tmp, size, fps, out_path.suffix.lower()[1:])
         try:
             yield writer
@@ -417,7 +301,7 @@ def render_skeleton(
 
     joints = _joints(joints, spec)
     fps = _check_fps(fps)
-    out_path = check_output_path(out_path, VIDEO_SUFFIXES)
+    out_path = check_output_file(out_path, VIDEO_SUFFIXES)
     parsed = _parse_segments(segments, joints.shape[0])
     with video_writer(out_path, fps) as writer:
         scene = _Scene(joints, parsed, loop, title, fps, spec, _SIZE)
@@ -443,10 +327,10 @@ def render_frame(
     joints = _joints(joints, spec)
     if not 0 <= frame < joints.shape[0]:
         raise ValueError(f"frame {frame} is out of range for a motion of {joints.shape[0]} frames")
-    out_path = check_output_path(out_path)
+    out_path = check_output_file(out_path)
     scene = _Scene(joints, _parse_segments(segments, joints.shape[0]), loop, title, fps, spec, _SIZE)
     scene.update(frame)
-    with atomic_output(out_path) as tmp:
+    with staged_file(out_path) as tmp:
         scene.fig.savefig(tmp, dpi=scene.fig.dpi, format=(out_path.suffix[1:] or "png").lower())
     return out_path
 

@@ -1,7 +1,8 @@
 """``python -m motion_collage.sample``: long, multi-action and looped motion from text.
 
 parse (settings, checked before anything slow) -> build (model, segments) -> generate -> save
-(into a temporary folder beside the target, renamed into place when complete, videos included).
+(into a temporary folder beside the target, renamed into place when complete, videos included;
+:mod:`motion_core.atomic`).
 Bad input gives one line on stderr and exit status 2; nothing is left at the output path.
 """
 from __future__ import annotations
@@ -24,11 +25,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from motion_core import defaults
+from motion_core.atomic import check_output_folder, staged_dir, terminate_as_exit
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.devices import DTYPES
 
 from .methods import METHODS, get_method, parse_duration, to_frames
-from .output_dir import AtomicFolder, check_output_dir
 from .samplers import SAMPLERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -236,7 +237,7 @@ def parse(args: argparse.Namespace) -> Job:
         raise UsageError(f"--stats_dir {args.stats_dir} is not a folder")
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(
         prompts.texts, args.method, args.loop, args.seed)
-    check_output_dir(out_dir, args.overwrite)
+    check_output_folder(out_dir, args.overwrite)
     return Job(args, prompts, options, device, out_dir)
 
 
@@ -368,7 +369,7 @@ def render_videos(folder: Path, results: dict, args: argparse.Namespace, spec) -
 
 def save(job: Job, model, out: Generated) -> Path:
     """Everything into a temporary folder beside the target, renamed into place when complete."""
-    with AtomicFolder(job.out_dir, overwrite=job.args.overwrite) as tmp:
+    with staged_dir(job.out_dir, overwrite=job.args.overwrite) as tmp:
         save_outputs(tmp, out.results, out.features, out.settings)
         render_videos(tmp, out.results, job.args, model.spec)
     return job.out_dir
@@ -385,9 +386,8 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .output_dir import terminate_as_interrupt
-    terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C
-    return run_cli(build_parser(), argv, run)
+    with terminate_as_exit():  # SIGTERM removes the temporary output like Ctrl-C does
+        return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from motion_collage.smpl import (
     SmplModel, axis_angle_to_matrix, chain_transforms, joint_shape_basis, load_smpl, matrix_to_axis_angle, rest_joints,
     smpl_forward,
 )
+from motion_core.atomic import check_output_file, staged_file
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.spec import HUMANML3D
 
@@ -201,10 +202,8 @@ def _double(model: SmplModel) -> SmplModel:
 
 def save_fit(fit: SmplFit, path: PathLike) -> Path:
     """Write parameters, joints and vertices to one ``.npz`` (no pickle), atomically."""
-    from motion_collage.render import atomic_output, check_output_path
-
-    path = check_output_path(path, (".npz",))
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+    path = check_output_file(path, (".npz",))
+    with staged_file(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, pose=fit.pose, betas=fit.betas, transl=fit.transl, joints=fit.joints,
                             vertices=fit.vertices.astype(np.float32), faces=fit.faces, targets=fit.targets,
                             joint_error=fit.joint_error.astype(np.float32))
@@ -214,17 +213,14 @@ def save_fit(fit: SmplFit, path: PathLike) -> Path:
 def export_obj(vertices: np.ndarray, faces: np.ndarray, out_dir: PathLike, prefix: str = "frame") -> list[Path]:
     """One Wavefront ``.obj`` per frame of ``vertices [T, V, 3]`` with ``faces [F, 3]`` (0-based),
     each written atomically (a stale temporary of a killed run is removed first)."""
-    from motion_collage.render import atomic_output, check_output_path, remove_stale_temps
-
     out_dir = Path(out_dir)
-    check_output_path(out_dir / f"{prefix}000.obj")
-    remove_stale_temps(out_dir)
+    check_output_file(out_dir / f"{prefix}000.obj")
     face_lines = "".join(f"f {a} {b} {c}\n" for a, b, c in (np.asarray(faces) + 1))
     paths = []
     for t, verts in enumerate(np.asarray(vertices)):
         path = out_dir / f"{prefix}{t:03d}.obj"
         vert_lines = "".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in verts)
-        with atomic_output(path, clean=False) as tmp:
+        with staged_file(path) as tmp:
             tmp.write_text(vert_lines + face_lines)
         paths.append(path)
     return paths
@@ -237,9 +233,9 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, out_path: PathLike, *, 
     only when complete (see :func:`motion_collage.render.video_writer`)."""
     from tqdm import tqdm
 
-    from motion_collage.render import _VIEW_RADIUS, _floor_grid, _to_plot, check_output_path, video_writer
+    from motion_collage.render import _VIEW_RADIUS, _floor_grid, _to_plot, video_writer
 
-    out_path = check_output_path(out_path, (".mp4",))
+    out_path = check_output_file(out_path, (".mp4",))
     verts = _to_plot(np.asarray(vertices, dtype=np.float64))
     faces = np.asarray(faces)[:: max(1, int(np.ceil(len(faces) / max_faces)))]
     light = _unit(np.array([0.3, -0.6, 0.75]))
@@ -307,16 +303,15 @@ def build_parser() -> OneLineParser:
 
 def _output_paths(args) -> dict[str, Path]:
     """Where the fit, the .obj folder and the video go; each checked before the (slow) fit."""
-    from motion_collage.render import check_output_path
 
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.results).parent
     stem = f"sample{args.sample:02d}_rep{args.rep:02d}"
-    paths = {"fit": check_output_path(out_dir / f"{stem}_smpl.npz", (".npz",))}
+    paths = {"fit": check_output_file(out_dir / f"{stem}_smpl.npz", (".npz",))}
     if not args.no_obj:
         paths["obj"] = out_dir / f"{stem}_obj"
-        check_output_path(paths["obj"] / "frame000.obj")
+        check_output_file(paths["obj"] / "frame000.obj")
     if not args.no_video:
-        paths["video"] = check_output_path(out_dir / f"{stem}_mesh.mp4", (".mp4",))
+        paths["video"] = check_output_file(out_dir / f"{stem}_mesh.mp4", (".mp4",))
     return paths
 
 

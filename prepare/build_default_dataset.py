@@ -35,7 +35,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from motion_core.cli import OneLineParser, UsageError, run_cli
-from prepare.atomic import staged_dir, terminate_as_exit
+from motion_core.atomic import staged_dir, terminate_as_exit
 from prepare.captions import (CONTENT_PHRASES, STYLE_PHRASES, captions_for_clip, strip_dataset_prefix,
                               template_words, write_text_file)
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.spec import HUMANML3D
-from prepare.atomic import init_worker, staged_dir, terminate_as_exit
+from motion_core.atomic import init_worker, staged_dir, terminate_as_exit
 from prepare.bvh import read_bvh
 from prepare.skeletons import SKELETONS, SkeletonMap, get_skeleton, guess_skeleton, resample
 

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
 from motion_core.cli import OneLineParser, UsageError, one_line, run_cli
-from prepare.atomic import staged_file, terminate_as_exit
+from motion_core.atomic import staged_file, terminate_as_exit
 
 
 @dataclass(frozen=True)

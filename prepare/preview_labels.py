@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from motion_core.cli import OneLineParser, UsageError, run_cli
-from prepare.atomic import staged_file, terminate_as_exit
+from motion_core.atomic import staged_file, terminate_as_exit
 from prepare.captions import CONTENT_PHRASES
 
 # Accepted ranges of the options: (low, high), both included.

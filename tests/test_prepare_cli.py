@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from prepare import atomic, build_default_dataset, convert_bvh, download_official, preview_labels
+from motion_core import atomic
+from prepare import build_default_dataset, convert_bvh, download_official, preview_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "bandai-namco-sample"
@@ -145,7 +146,7 @@ def test_python_m_exits_2_with_one_line(world, command, argv, start):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from prepare.atomic import staged_dir, terminate_as_exit
+from motion_core.atomic import staged_dir, terminate_as_exit
 target, marker = Path(sys.argv[1]), Path(sys.argv[2])
 with terminate_as_exit(), staged_dir(target) as tmp:
     (tmp / "half.npy").write_bytes(b"half written")
@@ -188,7 +189,7 @@ def test_sigterm_cleans_up_at_once(tmp_path):
 FORKING_HOLDER = """
 import os, sys, time
 from pathlib import Path
-from prepare.atomic import close_inherited_locks, staged_dir
+from motion_core.atomic import close_inherited_locks, staged_dir
 target, marker = Path(sys.argv[1]), Path(sys.argv[2])
 with staged_dir(target) as tmp:
     child = os.fork()

@@ -301,13 +301,10 @@ def test_kill_9_leaves_no_video_and_kills_ffmpeg(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
-def test_live_temporaries_are_kept(tmp_path):
-    from motion_collage.render import remove_stale_temps
-
-    live = tmp_path / f".clip.mp4.{os.getppid()}.0123abcd.partial"
-    dead = tmp_path / ".clip.mp4.999999999.0123abcd.partial"
+def test_a_killed_runs_temporary_is_removed_by_the_next_render_only(tmp_path):
+    leftover = tmp_path / ".clip.mp4.0123abcd.tmp.mp4"  # unlocked: its run is gone
     other = tmp_path / ".clip.mp4.12.notours"
-    for p in (live, dead, other):
+    for p in (leftover, other):
         p.write_text("")
-    assert remove_stale_temps(tmp_path) == [dead]
-    assert live.exists() and other.exists()
+    render_skeleton(walking(4), tmp_path / "clip.mp4")
+    assert not leftover.exists() and other.exists()

@@ -1,5 +1,7 @@
 """Outputs that appear complete or not at all: a temporary beside the target, renamed into place.
 
+Used by every command that writes (sample, render, smpl_fit, prepare, benchmarks).
+
 The temporary of a target ``T`` (folder or file) is ``.T.<random>.tmp`` in T's folder (plus
 T's suffix, e.g. ``.out.npy.<random>.tmp.npy``, so tools that pick a format by suffix work). While
 the run that made it lives, it holds an exclusive ``flock`` on it; the kernel drops the lock
@@ -121,17 +123,23 @@ def close_inherited_locks() -> None:
     _HELD.clear()
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In a child process: ask Linux to SIGKILL it when its parent dies (a no-op elsewhere);
+    exit at once if the parent already died before the request took effect."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def init_worker(parent_pid: int) -> None:
     """Initializer of a run's forked worker processes: SIGTERM back to its default action,
     no copies of the parent's locks, and (Linux) killed when the parent dies, so that a
     ``kill -9`` of the run leaves no orphan worker blocked on a pipe for ever."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     close_inherited_locks()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
+    die_with_parent(parent_pid)
 
 
 def _umask() -> int:
@@ -180,50 +188,112 @@ def _new_temporary(target: Path, is_dir: bool) -> tuple[Path, int]:
     return tmp, fd
 
 
-def _prepare_folder(target: Path) -> None:
+def _prepare_folder(target: Path) -> Optional[Path]:
+    """Create ``target``'s folder if needed; returns the top-most folder created (or None)."""
     parent = target.parent
     for p in [parent, *parent.parents]:
         if p.exists() and not p.is_dir():
             raise NotADirectoryError(f"cannot write {target}: {p} is a file, not a folder")
+    missing = [p for p in [parent, *parent.parents] if not p.exists()]
     parent.mkdir(parents=True, exist_ok=True)
+    return missing[-1] if missing else None
+
+
+def _remove_created(folder: Path, top: Optional[Path]) -> None:
+    """Remove the folders made for a failed output (``folder`` up to ``top``) while empty."""
+    if top is None:
+        return
+    current = folder
+    while True:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        if current == top:
+            return
+        current = current.parent
 
 
 @contextlib.contextmanager
-def staged_dir(target: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty folder beside ``target`` that becomes ``target`` when the block ends
-    without error (replacing an existing one only with ``overwrite``); removed otherwise."""
+def _staged(target: PathLike, overwrite: bool, is_dir: bool) -> Iterator[Path]:
     target = Path(target)
-    _prepare_folder(target)
+    created = _prepare_folder(target)
     remove_stale_temporaries(target)
-    tmp, fd = _new_temporary(target, is_dir=True)
+    tmp, fd = _new_temporary(target, is_dir=is_dir)
     try:
         yield tmp
         _publish_modes(tmp)
         _replace(tmp, target, overwrite)
     except BaseException:
         _remove(tmp)
+        _remove_created(target.parent, created)
         raise
     finally:
         _release(fd)
 
 
-@contextlib.contextmanager
-def staged_file(target: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary file path beside ``target`` (same suffix) that becomes ``target``
-    when the block ends without error; removed otherwise."""
-    target = Path(target)
-    _prepare_folder(target)
-    remove_stale_temporaries(target)
-    tmp, fd = _new_temporary(target, is_dir=False)
+def staged_dir(target: PathLike, *, overwrite: bool = False):
+    """Context manager: an empty folder beside ``target`` that becomes ``target`` when the block
+    ends without error (replacing an existing one only with ``overwrite``); removed otherwise,
+    with any parent folders made for it."""
+    return _staged(target, overwrite, is_dir=True)
+
+
+def staged_file(target: PathLike, *, overwrite: bool = True):
+    """Context manager: a temporary file path beside ``target`` (same suffix) that becomes
+    ``target`` when the block ends without error; removed otherwise."""
+    return _staged(target, overwrite, is_dir=False)
+
+
+# --------------------------------------------------------------------------- output checks
+
+def _probe_writable(folder: Path, target: Path) -> None:
     try:
-        yield tmp
-        _publish_modes(tmp)
-        _replace(tmp, target, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
-    finally:
-        _release(fd)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    except OSError as exc:
+        raise ValueError(f"cannot write {target}: {exc.strerror or exc} in {folder}; "
+                         f"choose a writable output folder") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return parent
+    return Path(path.anchor or "/")
+
+
+def check_output_folder(folder: PathLike, overwrite: bool) -> Path:
+    """Before any work: a folder can be written at ``folder`` (ValueError, one line, otherwise).
+    Nothing is created."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output path {folder} is a file, not a folder; choose another output folder")
+    if folder.exists() and not overwrite:
+        raise ValueError(f"output folder {folder} exists; pass --overwrite or choose another output folder")
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise ValueError(f"cannot create {folder}: {base} is a file, not a folder")
+    _probe_writable(base, folder)
+    return folder
+
+
+def check_output_file(path: PathLike, suffixes: Optional[tuple[str, ...]] = None) -> Path:
+    """Before any work: a file can be written at ``path`` — the suffix, not a folder, no file
+    where a parent folder must go, a writable folder (ValueError, one line, otherwise).
+    Nothing is created."""
+    path = Path(path)
+    if path.is_dir():
+        example = path / ("out" + (suffixes[0] if suffixes else ".png"))
+        raise ValueError(f"output {path} is an existing folder; give a file path instead, e.g. {example}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")
+    base = _existing_ancestor(path)
+    if not base.is_dir():
+        raise ValueError(f"cannot write {path}: {base} is a file, not a folder; choose another output path")
+    _probe_writable(base, path)
+    return path
 
 
 @contextlib.contextmanager
