@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from motion_core.devices import resolve_device
+from motion_core import defaults
 from motion_core.normalization import ModelStats
 from motion_core.spec import DatasetSpec
 
@@ -98,13 +99,13 @@ def read_stats_file(path: Path) -> np.ndarray:
 
 
 def check_guidance_scale(value: Optional[float]) -> float:
-    """The CFG scale as a float: None means the release's 2.5; NaN, infinite or negative is refused."""
+    """The CFG scale as a float: None means the release's default; NaN, infinite or negative is refused."""
     if value is None:
-        return 2.5
+        return defaults.GUIDANCE
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"guidance_scale must be a number, got {value!r}")
     if not math.isfinite(float(value)) or value < 0:
-        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance, the release uses 2.5), "
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance, the release uses {defaults.GUIDANCE}), "
                          f"got {value}")
     return float(value)
 
