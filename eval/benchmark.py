@@ -46,7 +46,7 @@ import shlex
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -59,6 +59,7 @@ from eval.suites import (SUITES, Embedder, MethodCall, Plan, Reference, Row, Sco
                          suite_settings)
 from motion_collage.samplers import SAMPLERS
 from motion_core import defaults
+from motion_core.atomic import remove_stale_temporaries, staged_file, terminate_as_exit
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.devices import DTYPES, resolve_device
 
@@ -68,7 +69,10 @@ DEFAULT_EVALUATOR = REPO_ROOT / "save" / "evaluator_bandai"
 FORMAT = "motion-collage-benchmark-1"
 REAL = "real"
 MAX_STEPS = 1000                 # the trained timesteps of MDM
-# Written last to first into place: results.md appears only once everything else is there.
+MAX_REPLICATIONS = 1000
+MAX_THREADS = 1024
+MAX_THROTTLE = 3600.0
+# Renamed into place in this order: results.md appears only once everything else is there.
 OUTPUTS = ("metrics.png", "jerk.png", "results.csv", "results.json", "results.md")
 
 
@@ -247,11 +251,8 @@ class BenchmarkConfig:
 def parse(args: argparse.Namespace) -> BenchmarkConfig:
     """Check every setting; nothing is read beyond file existence, nothing is written."""
     from mdm_adapter.load import resolve_checkpoint
-    for flag, low in (("replications", 1), ("threads", 0)):
-        if getattr(args, flag) < low:
-            raise UsageError(f"--{flag} must be >= {low}, got {getattr(args, flag)}")
-    if args.throttle < 0:
-        raise UsageError(f"--throttle must be >= 0 seconds, got {args.throttle}")
+    check_numbers(args)
+    check_suite_flags(args)
     suite = make_suite(args.suite, vars(args))
     methods = list(args.methods or suite.default_methods)
     options = parse_method_options(args.method_options, methods)
@@ -269,6 +270,23 @@ def parse(args: argparse.Namespace) -> BenchmarkConfig:
         sampling=Sampling(args.sampler, args.steps, args.eta, args.guidance_param, args.dtype),
         device=resolve_device(args.device), threads=args.threads, controls=not args.no_controls,
         progress=not args.no_progress, throttle=args.throttle, settings=settings)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """The benchmark's own numbers in range (the suite checks its settings, Sampling the sampler's)."""
+    for flag, low, high in (("replications", 1, MAX_REPLICATIONS), ("threads", 0, MAX_THREADS)):
+        if not low <= getattr(args, flag) <= high:
+            raise UsageError(f"--{flag} must be a whole number from {low} to {high}, got {getattr(args, flag)}")
+    if not 0 <= args.throttle <= MAX_THROTTLE:
+        raise UsageError(f"--throttle must be from 0 to {MAX_THROTTLE:g} seconds, got {args.throttle}")
+
+
+def check_suite_flags(args: argparse.Namespace) -> None:
+    """A flag of another suite's setting is a mistake (it would be ignored)."""
+    for s in suite_settings():
+        if getattr(args, s.name) is not None and args.suite not in s.suites:
+            owners = "/".join(s.suites) + (" suites" if len(s.suites) > 1 else " suite")
+            raise UsageError(f"--{s.name} is a setting of the {owners}, not of {args.suite}; drop it")
 
 
 def command_settings(args: argparse.Namespace, suite: Suite, methods: Sequence[str],
@@ -667,46 +685,16 @@ def _samples(rows: Sequence[Row]) -> int:
     return sum(len(r.segments) for r in rows)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _temporary(folder: Path, name: str) -> Path:
-    return folder / f".{name}.{os.getpid()}.tmp"
-
-
-def remove_stale_outputs(folder: Path) -> list[Path]:
-    """Remove output temporaries (``.<output>.<pid>.tmp``) left by runs whose process is gone."""
-    removed = []
-    for name in OUTPUTS:
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            pid = tmp.name[len(name) + 2:-len(".tmp")]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-    return removed
-
-
 @contextmanager
-def staged_outputs(folder: Path) -> Iterator[dict[str, Path]]:
-    """``with staged_outputs(out) as tmp:`` write ``tmp[name]``; on success every written file is
-    renamed into place (``OUTPUTS`` order, ``results.md`` last); on failure they are removed."""
-    remove_stale_outputs(folder)
-    staged = {name: _temporary(folder, name) for name in OUTPUTS}
-    try:
+def staged_outputs(folder: Path, names: Sequence[str]) -> Iterator[dict[str, Path]]:
+    """``with staged_outputs(out, names) as tmp:`` write ``tmp[name]`` (a temporary beside
+    ``out/name`` with the same suffix); when the block ends without error every file is renamed
+    into place, ``names[-1]`` last; on an error (or a kill) none is. Temporaries left by killed
+    runs are removed (:mod:`motion_core.atomic`)."""
+    with ExitStack() as stack:
+        # Contexts exit last-in first-out: the last name is entered first, so it is renamed last.
+        staged = {name: stack.enter_context(staged_file(folder / name)) for name in reversed(names)}
         yield staged
-        for name in OUTPUTS:
-            if staged[name].exists():
-                os.replace(staged[name], folder / name)
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
 
 
 def results_header(bench: Bench, provenance: dict) -> list[str]:
@@ -742,7 +730,8 @@ def write_outputs(bench: Bench, results: Results, provenance: dict) -> dict:
                "protocol": {"suite": suite.name, **asdict(suite)}, "results": summ, "curves": results.curves,
                "costs": results.costs, "generation_seconds": results.timing,
                "provenance": {k: v for k, v in provenance.items() if k != "settings"}}
-    with staged_outputs(out) as tmp:
+    names = [n for n in OUTPUTS if n != "jerk.png" or suite.jerk_curves]
+    with staged_outputs(out, names) as tmp:
         plot_metrics(tmp["metrics.png"], suite, summ)
         if suite.jerk_curves:
             plot_jerk(tmp["jerk.png"], suite.jerk_curves, summ, results.curves)
@@ -774,7 +763,7 @@ def plot_metrics(path: Path, suite: Suite, summ: dict) -> None:
         ax.set_title(metric)
     fig.suptitle(f"{suite.name} suite (mean ± 95% CI)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -795,7 +784,7 @@ def plot_jerk(path: Path, keys: Sequence[str], summ: dict, curves: dict) -> None
         ax.set_title(key.replace("_", " "))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -825,7 +814,8 @@ def start_output(bench: Bench, d: Dist, cache: BatchCache) -> RunLog:
     log = RunLog(out / "run.log" if d.rank == 0 else None)
     if d.rank != 0:
         return log
-    remove_stale_outputs(out)
+    for name in OUTPUTS:
+        remove_stale_temporaries(out / name)
     for name, write in bench.plan.files.items():
         write(out / name)
     log("=" * 30 + " benchmark run " + "=" * 30)
@@ -899,7 +889,9 @@ def run(config: BenchmarkConfig) -> dict | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """parse -> build -> generate -> score and save; a user mistake is one line and exit status 2."""
     def execute(args: argparse.Namespace) -> None:
-        run(parse(args))
+        config = parse(args)
+        with terminate_as_exit():       # SIGTERM removes the staged outputs like Ctrl-C does
+            run(config)
     return run_cli(build_parser(), argv, execute)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +24,7 @@ from typing import Sequence
 from eval import metrics as M
 from eval.data import random_unit_crop
 from eval.suites import Embedder, Reference, SplitData, rng_for
+from motion_core.atomic import check_output_file, staged_file
 from motion_core.cli import OneLineParser, UsageError, run_cli
 
 
@@ -71,17 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_json(path: Path, payload: dict) -> None:
     """``payload`` as JSON at ``path``, written beside it under a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with staged_file(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> str:
     """parse -> build (evaluator, data) -> figures -> save; returns the summary to print."""
-    from eval.benchmark import EvaluatorSource, check_folder, data_folder
+    from eval.benchmark import EvaluatorSource, data_folder
     if args.replications < 1:
         raise UsageError(f"--replications must be >= 1, got {args.replications}")
     if args.seed < 0:
@@ -89,11 +85,7 @@ def run(args: argparse.Namespace) -> str:
     source = EvaluatorSource(Path(args.evaluator), None if args.glove_dir is None else Path(args.glove_dir),
                              None if args.evaluator_stats is None else Path(args.evaluator_stats))
     source.check()
-    out = None if args.out is None else Path(args.out)
-    if out is not None:
-        check_folder(out.parent, "--out")
-        if out.is_dir():
-            raise UsageError(f"--out {out} is a folder; give a file name")
+    out = None if args.out is None else check_output_file(args.out, (".json",))
     data = SplitData.load(data_folder(args.data, source.path, args.split), args.split)
     result = real_figures(source.load("cpu"), data, args.replications, args.seed)
     result.update({"evaluator": args.evaluator, "data": str(data.root), "split": args.split})

@@ -27,7 +27,6 @@ group's scenes do not change when another group's bounds do. Scenes are written 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,6 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from eval.data import MotionClip
+from motion_core.atomic import staged_file
 
 GROUPS = ("short", "medium", "long", "all")
 DEFAULT_BOUNDS_SECONDS = (4.0, 7.0)
@@ -124,18 +124,47 @@ def save_scenes(path: str | Path, scenes: Mapping[str, Sequence[Scene]], setting
     payload = {"format": SCENES_FORMAT, "settings": dict(settings or {}),
                "groups": {g: [{"name": s.name, "segments": [asdict(seg) for seg in s.segments]} for s in lst]
                           for g, lst in scenes.items()}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    with staged_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
     return path
 
 
 def load_scenes(path: str | Path) -> tuple[dict[str, list[Scene]], dict]:
-    """Scenes per group and the settings stored with them."""
-    payload = json.loads(Path(path).read_text())
-    if payload.get("format") != SCENES_FORMAT:
-        raise ValueError(f"{path} has format {payload.get('format')!r}, expected {SCENES_FORMAT!r}")
-    scenes = {g: [Scene(s["name"], g, tuple(SceneSegment(d["text"], tuple(d["tokens"]), int(d["frames"]), d["clip"])
-                                            for d in s["segments"])) for s in lst]
-              for g, lst in payload["groups"].items()}
-    return scenes, payload.get("settings", {})
+    """Scenes per group and the settings stored with them.
+
+    A file that is missing, not JSON, of another format or malformed (a segment without text,
+    tokens, a whole number of frames >= 1 or a clip name) is a one-line ValueError or
+    FileNotFoundError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scenes file {path} not found; build one with eval.scenes.save_scenes or omit "
+                                "--scenes to build the scenes from the test split")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"scenes file {path} is not JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(payload, dict) or payload.get("format") != SCENES_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} has format {found!r}, expected {SCENES_FORMAT!r}")
+    try:
+        scenes = {str(g): [_scene(s, str(g)) for s in lst] for g, lst in payload["groups"].items()}
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"scenes file {path} is malformed ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    settings = payload.get("settings", {})
+    return scenes, settings if isinstance(settings, dict) else {}
+
+
+def _scene(entry: Mapping, group: str) -> Scene:
+    """One scene from its JSON object (raises KeyError/TypeError/ValueError when malformed)."""
+    segments = []
+    for d in entry["segments"]:
+        frames = d["frames"]
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"segment frames must be a whole number >= 1, got {frames!r}")
+        if not isinstance(d["text"], str) or not isinstance(d["clip"], str) or isinstance(d["tokens"], str):
+            raise TypeError("segment text and clip must be strings, tokens a list of strings")
+        segments.append(SceneSegment(d["text"], tuple(str(t) for t in d["tokens"]), frames, d["clip"]))
+    if not segments:
+        raise ValueError(f"scene {entry.get('name')!r} has no segment")
+    return Scene(str(entry["name"]), group, tuple(segments))

@@ -1,4 +1,5 @@
 """Scenes, plans and scores of the evaluation suites (no generation: real clips stand in for it)."""
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_method_options():
     assert (dt["handshake"], dt["blend"]) == (20, 10)
     assert _frames("compose", "replacement", {"window": "100f"})["options"]["window"] == 100
     assert _frames("long", "collage", {"overlap": 1.5})["options"] == {"overlap": 30, "transition": "prompt"}
-    assert S.make_suite("loop").default_methods == ("collage", "average", "doubletake", "concat")
+    loop_defaults = S.make_suite("loop").default_methods                 # every method that can loop, + concat
+    assert loop_defaults[-1] == "concat" and {"collage", "average", "doubletake"} <= set(loop_defaults)
     with pytest.raises(ValueError, match="cannot make a loop"):
         S.make_suite("loop").method_call("replacement")
     with pytest.raises(ValueError, match="unknown method 'concat' for the long suite"):
@@ -170,3 +172,43 @@ def test_derangement_and_cache(tmp_path):
     e = cache.load(key)
     assert e["features"].shape == (2, 5, 3) and e["frames"].tolist() == [5, 4] and e["meta"] == {"k": "v"}
     assert cache.entries() == [cache.path(key)] and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("content, error, message", [
+    (None, FileNotFoundError, "not found"),
+    ("{oops", ValueError, "is not JSON"),
+    ('[1, 2]', ValueError, "has format 'list'"),
+    ('{"format": "other"}', ValueError, "has format 'other'"),
+    ('{"format": "motion-collage-scenes-1"}', ValueError, "malformed (KeyError"),
+    ('{"format": "motion-collage-scenes-1", "groups": {"all": [{"name": "s", "segments": []}]}}', ValueError,
+     "has no segment"),
+    ('{"format": "motion-collage-scenes-1", "groups": {"all": [{"name": "s", "segments": '
+     '[{"text": "a", "tokens": [], "frames": true, "clip": "c"}]}]}}', ValueError, "frames must be a whole number"),
+    ('{"format": "motion-collage-scenes-1", "groups": {"all": [{"name": "s", "segments": '
+     '[{"text": 3, "tokens": [], "frames": 40, "clip": "c"}]}]}}', ValueError, "must be strings"),
+])
+def test_bad_scene_files_are_one_line_errors(tmp_path, content, error, message):
+    path = tmp_path / "scenes.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(error) as err:
+        load_scenes(path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_compose_checks_its_scenes_before_generating(env, tmp_path):
+    test, _ = env
+    scenes = build_scenes(test.clips, 3, seed=0, num_scenes=2)
+    good = save_scenes(tmp_path / "good.json", scenes)
+    suite = S.make_suite("compose", scenes=str(good), num_scenes=2, transition_window=20)
+    plan = suite.plan(test, 2)
+    assert plan.files == {} and plan.notes == {"scenes": str(good)} and len(plan.rows[1]) == 2
+    with pytest.raises(ValueError, match="has no group 'short'"):
+        S.make_suite("compose", scenes=str(save_scenes(tmp_path / "all.json", {"all": scenes["all"]})),
+                     scene_group="short").plan(test, 1)
+    other = S.SplitData([c for c in test.clips if c.name != scenes["all"][0].segments[0].clip], test.spec, "x")
+    with pytest.raises(ValueError, match="which is not in split 'test' of x"):
+        suite.plan(other, 1)
+    long_clip = dataclasses.replace(test.clips[0], name="long", features=np.zeros((200, 263), np.float32))
+    with pytest.raises(ValueError, match="no transition window of 200 frames fits"):
+        S.make_suite("compose", scenes=str(good), transition_window=200).plan(S.SplitData(test.clips + [long_clip]), 1)

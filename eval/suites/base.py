@@ -41,10 +41,24 @@ def setting(default: Any, help: str, choices: Optional[Sequence[str]] = None) ->
     return field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None})
 
 
-def check_whole(name: str, value: Any, low: int, why: str = "") -> None:
-    """``value`` a whole number >= ``low``, else a ValueError naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be a whole number >= {low}{why}, got {value!r}")
+MAX_ROWS = 100_000          # generated motions per replication
+MAX_BATCH = 4096            # rows per generated batch
+MAX_SECONDS = 3600.0        # one generated motion at most an hour
+
+
+def check_whole(name: str, value: Any, low: int, why: str = "", high: Optional[int] = None) -> None:
+    """``value`` a whole number in ``[low, high]``, else a ValueError naming the setting."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+    if not ok or (high is not None and value > high):
+        limits = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ValueError(f"{name} must be a whole number {limits}{why}, got {value!r}")
+
+
+def check_seconds(name: str, value: Any, high: float = MAX_SECONDS) -> None:
+    """``value`` a finite number of seconds in ``(0, high]``, else a ValueError naming the setting."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not (number and math.isfinite(value) and 0 < value <= high):
+        raise ValueError(f"{name} must be a number of seconds > 0 and <= {high:g}, got {value!r}")
 
 
 def check_positive(name: str, value: Any) -> None:
@@ -120,8 +134,8 @@ class Suite:
     uses_real_jerk: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        check_whole("samples_per_rep", self.samples_per_rep, 2, " (FID needs two samples)")
-        check_whole("batch_size", self.batch_size, 1)
+        check_whole("samples_per_rep", self.samples_per_rep, 2, " (FID needs two samples)", MAX_ROWS)
+        check_whole("batch_size", self.batch_size, 1, "", MAX_BATCH)
         check_whole("seed", self.seed, 0)
         check_whole("diversity_pairs", self.diversity_pairs, 1)
         check_whole("r_precision_batch", self.r_precision_batch, 1)

@@ -16,7 +16,7 @@ import numpy as np
 from eval.data import random_unit_crop
 from eval.scenes import GROUPS, Scene, build_scenes, load_scenes, save_scenes
 
-from .base import Plan, WindowedSuite, check_whole, register_suite, setting
+from .base import MAX_BATCH, Plan, WindowedSuite, check_whole, register_suite, setting
 from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, check_motions, matching_metrics,
                       motion_joints, rng_for, transition_scores)
 
@@ -47,7 +47,7 @@ class ComposeSuite(WindowedSuite):
             check_whole("num_scenes", self.num_scenes, 1)
         if self.scene_group not in GROUPS:
             raise ValueError(f"unknown scene group {self.scene_group!r}; expected one of {list(GROUPS)}")
-        check_whole("scenes_per_batch", self.scenes_per_batch, 1)
+        check_whole("scenes_per_batch", self.scenes_per_batch, 1, "", MAX_BATCH)
 
     @property
     def rows_per_batch(self) -> int:

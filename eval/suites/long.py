@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .base import Suite, check_positive, register_suite, setting
+from .base import Suite, check_seconds, register_suite, setting
 from .scoring import Reference, Row, Scored, SplitData, caption_rows, caption_scores, real_caption_scores
 from .single import CAPTION_BARS, CAPTION_METRICS
 
@@ -31,7 +31,7 @@ class LongSuite(Suite):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("long_seconds", self.long_seconds)
+        check_seconds("long_seconds", self.long_seconds)
 
     def long_frames(self, fps: float) -> int:
         return int(round(self.long_seconds * fps))

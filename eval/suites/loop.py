@@ -16,7 +16,7 @@ import numpy as np
 from eval import metrics as M
 from motion_collage.methods import METHODS, get_method, loop_methods
 
-from .base import MethodCall, WindowedSuite, check_positive, register_suite, setting
+from .base import MethodCall, WindowedSuite, check_seconds, register_suite, setting
 from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, caption_rows, check_motions,
                       matching_metrics, motion_joints, rng_for, transition_scores)
 
@@ -42,7 +42,7 @@ class LoopSuite(WindowedSuite):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("loop_seconds", self.loop_seconds)
+        check_seconds("loop_seconds", self.loop_seconds)
 
     def loop_frames(self, fps: float) -> int:
         return int(round(self.loop_seconds * fps))
