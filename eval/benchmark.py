@@ -133,12 +133,14 @@ def add_suite_settings(p: argparse.ArgumentParser) -> None:
     """One flag per suite setting (:func:`eval.suites.suite_settings`); unset = the suite's default."""
     kinds = {int: int, float: finite_float, str: str}
     for s in suite_settings():
-        values = set(map(repr, s.defaults.values()))
-        default = (f"default {next(iter(s.defaults.values()))}" if len(values) == 1 else
-                   "default " + ", ".join(f"{k} {v}" for k, v in s.defaults.items()))
+        values = list(dict.fromkeys(map(str, s.defaults.values())))
+        default = (f" (default {values[0]})" if len(values) == 1 else
+                   " (default " + ", ".join(f"{k} {v}" for k, v in s.defaults.items()) + ")")
+        if "default" in s.help or values == ["None"]:
+            default = ""
         where = "" if len(s.suites) == len(SUITES) else "/".join(s.suites) + ": "
         p.add_argument(f"--{s.name}", type=kinds[s.kind], default=None, choices=s.choices,
-                       help=f"{where}{s.help} ({default})")
+                       help=f"{where}{s.help}{default}")
 
 
 # --------------------------------------------------------------------------------------------
