@@ -451,7 +451,7 @@ class Job:
     row_offset: int
     rows: tuple[Row, ...]
     call: MethodCall
-    frames: Mapping[str, Any] = field(compare=False)     # the call in frames (MethodCall.frame_settings)
+    call_frames: Mapping[str, Any] = field(compare=False)     # the call in frames (MethodCall.frame_settings)
 
 
 @dataclass
@@ -475,7 +475,7 @@ def generation_seed(seed: int, rep: int) -> int:
 
 def job_settings(job: Job, sampling: Sampling, seed: int, model_sha: str) -> dict[str, Any]:
     """Every setting that determines the content of a generated batch (the cache key)."""
-    return {"model_sha256": model_sha, **job.frames, "sampler": sampling.sampler, "steps": sampling.steps,
+    return {"model_sha256": model_sha, **job.call_frames, "sampler": sampling.sampler, "steps": sampling.steps,
             "eta": sampling.eta, "guidance": sampling.guidance, "seed": generation_seed(seed, job.rep),
             "row_offset": job.row_offset, "dtype": sampling.dtype,
             "rows": [[[p, int(f)] for p, f in r.segments] for r in job.rows]}

@@ -296,3 +296,22 @@ def test_kill_while_writing_outputs_leaves_none(env, reference_run, tmp_path, si
     assert B.main(cmd[3:]) == 0
     assert _tables(out) == _tables(reference_run)
     assert not list(out.glob(".*tmp*"))                             # the killed run's temporaries are gone
+
+
+def test_cache_keys_cover_every_generation_setting(env):
+    """Keys hold every option in frames (all of them, defaults included) and the loop flag, so an
+    entry written under another layout or other options is never read for this one."""
+    def keys(*extra):
+        bench = B.build(B.parse(B.build_parser().parse_args(_args(env, "unused", *extra))))
+        return {(j.method, j.rep, j.batch): B.job_key(j, bench) for j in bench.jobs}, bench
+
+    base, bench = keys()
+    assert keys("--method_options", '{"doubletake": {"blend": "10f"}}')[0] == base      # 0.5 s = 10 frames
+    changed = keys("--method_options", '{"doubletake": {"second_take_fraction": 0.25}}')[0]
+    assert {k for k in base if base[k] != changed[k]} == {k for k in base if k[0] == "doubletake"}
+    job = next(j for j in bench.jobs if j.method == "collage")
+    settings = B.job_settings(job, bench.config.sampling, 0, bench.model_sha)
+    assert settings["options"] == {"overlap": 20, "transition": "null"} and settings["loop"] is False
+    older = {**settings, "options": {"overlap": 20}}                 # the previous layout's key of this batch
+    del older["loop"]
+    assert B.settings_key(older) != B.job_key(job, bench)
