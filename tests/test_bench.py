@@ -28,7 +28,7 @@ STEPS = 2
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    stale = [out / ".smoke.json.tmp", out / ".smoke.png.tmp"]  # left by a killed earlier run
+    stale = [out / ".smoke.json.k1ll3d.tmp.json", out / ".smoke.png.k1ll3d.tmp.png"]  # left by a killed run
     for path in stale:
         path.write_text("half-written")
     assert cli.main(["--smoke", "--warmup-steps", "0", "--out", str(out), "--tag", "smoke"]) == 0

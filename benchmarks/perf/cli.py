@@ -22,7 +22,7 @@ from motion_core.devices import DTYPES, resolve_device
 
 from .device import estimate_targets
 from .estimate import estimate_section
-from .report import environment, format_estimate, format_table, remove_stale_temporaries, save, wrote
+from .report import environment, format_estimate, format_table, save, wrote
 from .sections import measured_report
 from .settings import TIMED_METHODS
 from .zoo import REPO_ROOT, BenchModel, build_model
@@ -199,8 +199,6 @@ def command(parsed: argparse.Namespace) -> str:
     """parse (resolve) -> build -> run -> save; returns what to print."""
     args = resolve_args(parsed)
     out = Path(args.out)
-    if out.is_dir():
-        remove_stale_temporaries(out, args.tag)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.estimate:

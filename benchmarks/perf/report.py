@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from motion_core import defaults
+from motion_core.atomic import staged_file
 
 from .memory import PeakMemory
 from .runs import RunResult
@@ -162,35 +163,18 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def temporaries(out: Path, tag: str) -> tuple[Path, Path]:
-    """The temporary names beside ``<tag>.json`` and ``<tag>.png`` (renamed into place when complete)."""
-    return out / f".{tag}.json.tmp", out / f".{tag}.png.tmp"
-
-
-def remove_stale_temporaries(out: Path, tag: str) -> None:
-    """Remove temporaries a killed earlier run with this tag left behind."""
-    for tmp in temporaries(out, tag):
-        tmp.unlink(missing_ok=True)
-
-
 def save(report: dict, out: Path, tag: str) -> list[Path]:
-    """Write ``<tag>.json`` (and ``<tag>.png`` when the latency has several durations) atomically:
-    each is written to a temporary name beside it and renamed into place when complete."""
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out, tag)
-    json_tmp, png_tmp = temporaries(out, tag)
-    targets = {json_tmp: out / f"{tag}.json"}
-    try:
-        json_tmp.write_text(json.dumps(report, indent=1) + "\n")
-        if len({r["duration_s"] for r in report.get("latency", [])}) > 1:
-            plot(report, png_tmp)
-            targets[png_tmp] = out / f"{tag}.png"
-    except BaseException:
-        remove_stale_temporaries(out, tag)
-        raise
-    for tmp, target in targets.items():
-        tmp.replace(target)
-    return list(targets.values())
+    """Write ``<tag>.json`` (and ``<tag>.png`` when the latency has several durations) atomically
+    (:mod:`motion_core.atomic`: a temporary beside each, renamed into place when complete; a killed
+    earlier run's temporaries are removed first)."""
+    paths = [out / f"{tag}.json"]
+    with staged_file(paths[0]) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    if len({r["duration_s"] for r in report.get("latency", [])}) > 1:
+        paths.append(out / f"{tag}.png")
+        with staged_file(paths[1]) as tmp:
+            plot(report, tmp)
+    return paths
 
 
 def wrote(paths: Sequence[Path]) -> str:
