@@ -57,6 +57,7 @@ from eval.cache import BatchCache, file_sha256, settings_key
 from eval.metrics import mean_ci
 from eval.suites import (SUITES, Embedder, MethodCall, Plan, Reference, Row, Scored, SplitData, Suite, make_suite,
                          suite_settings)
+from eval.suites.presets import BENCHMARK_DEFAULTS, DEFAULT_PROTOCOL, PRESETS, checkpoint_padding, get_preset, resolve
 from motion_collage.samplers import SAMPLERS
 from motion_core import defaults
 from motion_core.atomic import remove_stale_temporaries, staged_file, terminate_as_exit
@@ -95,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m eval.benchmark", description=__doc__.split("\n\n")[0],
                       epilog="suites: " + "; ".join(f"{n}: {c.summary} (methods: {' '.join(c.default_methods)})"
                                                     for n, c in SUITES.items()))
-    p.add_argument("--suite", required=True, choices=list(SUITES))
+    p.add_argument("--suite", default=None, choices=list(SUITES), help="the suite (default: the --protocol's)")
+    p.add_argument("--protocol", default=None, choices=list(PRESETS),
+                   help="settings of a published table (eval.suites.presets): " + "; ".join(
+                       f"{n}: {p.source}" for n, p in PRESETS.items()) + f" (default {DEFAULT_PROTOCOL})")
     p.add_argument("--methods", nargs="+", default=None, help="methods to compare (default: the suite's, below)")
     p.add_argument("--method_options", default=None,
                    help='JSON {method: {option: value}}; durations in seconds or "40f", '
@@ -111,11 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--cache_dir", default=None, help="generation cache (default OUTPUT_DIR/cache)")
-    p.add_argument("--replications", type=int, default=5)
-    p.add_argument("--steps", type=int, default=defaults.STEPS, help=f"sampling steps (default {defaults.STEPS})")
-    p.add_argument("--sampler", default=defaults.SAMPLER, choices=list(SAMPLERS))
-    p.add_argument("--eta", type=finite_float, default=defaults.ETA, help="DDIM eta (default 0)")
-    p.add_argument("--guidance_param", type=finite_float, default=defaults.GUIDANCE,
+    # Unset (None) = the protocol's value (BENCHMARK_DEFAULTS for ours).
+    p.add_argument("--replications", type=int, default=None,
+                   help=f"replications (default {BENCHMARK_DEFAULTS['replications']})")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {defaults.STEPS})")
+    p.add_argument("--sampler", default=None, choices=list(SAMPLERS), help=f"sampler (default {defaults.SAMPLER})")
+    p.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (default 0)")
+    p.add_argument("--guidance_param", type=finite_float, default=None,
                    help=f"classifier-free guidance scale (default {defaults.GUIDANCE})")
     p.add_argument("--dtype", default=defaults.DTYPE, choices=list(DTYPES))
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or a GPU index")
@@ -244,6 +250,8 @@ class BenchmarkConfig:
     progress: bool = True
     throttle: float = 0.0
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False)   # as given, for provenance
+    protocol: Mapping[str, Any] = field(default_factory=lambda: {"name": DEFAULT_PROTOCOL, "label": DEFAULT_PROTOCOL},
+                                        compare=False)        # eval.suites.presets: name, label, source, modified
 
     @property
     def methods(self) -> list[str]:
@@ -253,8 +261,11 @@ class BenchmarkConfig:
 def parse(args: argparse.Namespace) -> BenchmarkConfig:
     """Check every setting; nothing is read beyond file existence, nothing is written."""
     from mdm_adapter.load import resolve_checkpoint
-    check_numbers(args)
+    args, protocol = apply_protocol(args)
     check_suite_flags(args)
+    check_numbers(args)
+    if getattr(args, "padding", None) == "checkpoint":      # how the model's own evaluation pads
+        args.padding = checkpoint_padding(args.model_path)
     suite = make_suite(args.suite, vars(args))
     methods = list(args.methods or suite.default_methods)
     options = parse_method_options(args.method_options, methods)
@@ -271,7 +282,20 @@ def parse(args: argparse.Namespace) -> BenchmarkConfig:
         replications=args.replications,
         sampling=Sampling(args.sampler, args.steps, args.eta, args.guidance_param, args.dtype),
         device=resolve_device(args.device), threads=args.threads, controls=not args.no_controls,
-        progress=not args.no_progress, throttle=args.throttle, settings=settings)
+        progress=not args.no_progress, throttle=args.throttle, settings=settings, protocol=protocol)
+
+
+def apply_protocol(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The command line with its unset values from ``--protocol`` (eval.suites.presets); the
+    protocol's name, label (``"mdm (modified: replications 5)"``), source and changed values."""
+    try:
+        r = resolve(args.protocol, args.suite, vars(args))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    values = {**r.values, "suite": r.suite}
+    info = {"name": r.protocol, "label": r.label(), "source": get_preset(r.protocol).source,
+            "modified": {k: {"preset": a, "given": b} for k, (a, b) in r.modified.items()}}
+    return argparse.Namespace(**values), info
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -707,6 +731,7 @@ def results_header(bench: Bench, provenance: dict) -> list[str]:
             f"split `{config.split}`.",
             f"{config.replications} replications, mean ± 95% CI (1.96 σ / √n). Sampler {s.sampler}, "
             f"{s.steps} steps, eta {s.eta}, guidance {s.guidance}, seed {config.suite.seed}.",
+            f"Protocol `{config.protocol['label']}`: {config.protocol.get('source', '')}.",
             config.suite.describe(provenance),
             f"R-precision within batches of {provenance['r_precision_batch']} (32 in the published protocol); "
             f"diversity over {provenance['diversity_pairs']} pairs; FID against the {provenance['reference_clips']} "
@@ -729,7 +754,8 @@ def write_outputs(bench: Bench, results: Results, provenance: dict) -> dict:
     suite, out = bench.config.suite, bench.config.output_dir
     summ = summary(results)
     payload = {"format": FORMAT, "suite": suite.name, "settings": provenance["settings"],
-               "protocol": {"suite": suite.name, **asdict(suite)}, "results": summ, "curves": results.curves,
+               "protocol": {"suite": suite.name, **asdict(suite)}, "preset": dict(bench.config.protocol),
+               "results": summ, "curves": results.curves,
                "costs": results.costs, "generation_seconds": results.timing,
                "provenance": {k: v for k, v in provenance.items() if k != "settings"}}
     names = [n for n in OUTPUTS if n != "jerk.png" or suite.jerk_curves]
@@ -827,6 +853,7 @@ def start_output(bench: Bench, d: Dist, cache: BatchCache) -> RunLog:
         f"host {platform.node()}, python {platform.python_version()}, torch {torch.__version__}")
     log(f"git: {json.dumps(git_state())}")
     log(f"model {config.model_path}: combined sha256 {bench.model_sha}; files {json.dumps(bench.model_hashes)}")
+    log(f"protocol: {config.protocol['label']} ({config.protocol.get('source', '')})")
     log(f"settings: {json.dumps(dict(config.settings), default=str, sort_keys=True)}")
     log(f"plan: {len(bench.jobs)} batches ({len(config.calls)} methods x {config.replications} replications), "
         f"cache {cache.root}")

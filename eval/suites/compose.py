@@ -14,9 +14,10 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from eval.data import random_unit_crop
-from eval.scenes import GROUPS, Scene, build_scenes, load_scenes, save_scenes
+from eval.scenes import GROUPS, Scene, build_scenes, save_scenes
 
 from .base import MAX_BATCH, Plan, WindowedSuite, check_whole, register_suite, setting
+from .flowmdm import scene_file
 from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, check_motions, matching_metrics,
                       motion_joints, rng_for, transition_scores)
 
@@ -55,13 +56,10 @@ class ComposeSuite(WindowedSuite):
 
     # ---- plan
     def scene_list(self, data: SplitData) -> list[Scene]:
-        """The scenes: from the ``scenes`` file, or built from the test split."""
+        """The scenes: from the ``scenes`` file (ours or FlowMDM's, :mod:`eval.suites.flowmdm`), or built
+        from the test split."""
         if self.scenes is not None:
-            groups, _ = load_scenes(self.scenes)
-            if self.scene_group not in groups:
-                raise ValueError(f"scenes file {self.scenes} has no group {self.scene_group!r}; "
-                                 f"it has {sorted(groups)}")
-            scenes = groups[self.scene_group][: self.num_scenes]
+            scenes = scene_file(self.scenes, data, self.scene_group)[: self.num_scenes]
         else:
             scenes = build_scenes(data.clips, self.segments_per_scene, self.seed, data.fps,
                                   num_scenes=self.num_scenes, groups=(self.scene_group,))[self.scene_group]

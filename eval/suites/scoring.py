@@ -20,7 +20,7 @@ from motion_collage.representation import features_to_joints
 from motion_core.spec import HUMANML3D, DatasetSpec
 
 # Salts naming what a generator draws (so two purposes never share a stream).
-PROMPTS, CROPS, REAL, SHUFFLE, METRICS, REFERENCE, WINDOWS = range(1, 8)
+PROMPTS, CROPS, REAL, SHUFFLE, METRICS, REFERENCE, WINDOWS, MM_BATCHES, MM_PAIRS = range(1, 10)
 
 
 def rng_for(seed: int, rep: int, purpose: int) -> np.random.Generator:
