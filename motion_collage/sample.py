@@ -29,12 +29,14 @@ from motion_core.atomic import check_output_folder, staged_dir, terminate_as_exi
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.devices import DTYPES
 
-from .methods import METHODS, get_method, parse_duration, to_frames
+from .methods import METHODS, Duration, Frames, get_method, parse_duration, to_frames
 from .samplers import SAMPLERS
+from .scene_files import clean_prompt, parse_seconds, read_scene_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "save" / "default" / "model.safetensors"
 RENDER_CHOICES = ("none", "skeleton", "smpl")
+EXPORT_CHOICES = ("bvh",)
 MAX_ROW_SECONDS = 3600.0     # one motion at most one hour (graph and noise memory grow with it)
 MAX_ROWS = 100_000           # num_samples x num_repetitions
 MAX_BATCH = 4096
@@ -48,10 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(DiffCollage on an MDM model).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", nargs="+", metavar="P", help="one prompt per segment, in order")
+    src.add_argument("--text_prompt", metavar="P", help="one prompt (MDM's option): the same as --prompts P")
     src.add_argument("--input_text", metavar="FILE",
-                     help="text file, one segment per line: 'prompt' or 'prompt # seconds'")
-    p.add_argument("--seconds", nargs="+", metavar="S",
-                   help=f"duration of each segment in seconds, or one value for all (default {defaults.SEGMENT_SECONDS})")
+                     help="scene file, recognised by content: lines 'prompt' or 'prompt # seconds'; PriorMDM's CSV "
+                          "('text,length' header, lengths in frames); FlowMDM's JSON "
+                          "({\"text\": [...], \"lengths\": [...]}, frames)")
+    durations = p.add_mutually_exclusive_group()
+    durations.add_argument("--seconds", nargs="+", metavar="S",
+                           help=f"duration of each segment in seconds, or one value for all "
+                                f"(default {defaults.SEGMENT_SECONDS})")
+    durations.add_argument("--motion_length", metavar="S",
+                           help="one duration in seconds (MDM's option): the same as --seconds S")
     p.add_argument("--loop", action="store_true", help="close the motion into a seamless loop (cycle graph)")
     p.add_argument("--overlap", default=None,
                    help=f"overlap between neighbouring pieces: seconds ('1.0', '1s') or frames ('20f') "
@@ -72,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_repetitions", type=int, default=1, help="repetitions (default 1)")
     p.add_argument("--seed", type=int, default=10, help="random seed (default 10)")
     p.add_argument("--batch_size", type=int, default=64, help="motions generated together (default 64)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or a GPU index")
+    p.add_argument("--device", default="auto",
+                   help="auto (default), cpu, cuda, cuda:N or a GPU index as in MDM (0: the first GPU)")
     p.add_argument("--dtype", choices=list(DTYPES), default=defaults.DTYPE, help="compute dtype; bf16/fp16 on GPU only")
     p.add_argument("--model_path", default=None,
                    help="official MDM checkpoint (save/<name>/model*.pt with args.json) or a folder; "
@@ -82,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="output folder (default save/samples/<readable name>)")
     p.add_argument("--render", choices=RENDER_CHOICES, default="skeleton", help="videos to write (default skeleton)")
     p.add_argument("--smpl_dir", default="body_models", help="folder holding smpl/SMPL_NEUTRAL.pkl (for --render smpl)")
+    p.add_argument("--export", choices=EXPORT_CHOICES, default=None,
+                   help="also write an animation file per motion into the output folder: bvh (motion_collage.export)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return p
 
@@ -90,77 +102,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Prompts:
-    """The timeline as given: prompts and durations in seconds (None: the default)."""
+    """The timeline as given: prompts and durations (seconds, or Frames from a scene file)."""
 
     texts: list[str]
-    seconds: list[float]
+    durations: list[Duration]
 
     def segments(self, fps: float) -> list[tuple[str, int]]:
-        """``[(prompt, frames), ...]`` at ``fps``."""
-        out = [(p, int(round(s * fps))) for p, s in zip(self.texts, self.seconds)]
+        """``[(prompt, frames), ...]`` at ``fps`` (a scene file's frames are at the model's fps)."""
+        out = [(p, to_frames(d, fps)) for p, d in zip(self.texts, self.durations)]
         for p, frames in out:
             if frames < 1:
                 raise UsageError(f"segment {p!r} is shorter than one frame at {fps:g} fps")
+        total = sum(f for _, f in out) / fps
+        if total > MAX_ROW_SECONDS:
+            raise UsageError(f"the motion would last {total:g} s at {fps:g} fps; the limit is "
+                             f"{MAX_ROW_SECONDS:g} s per motion")
         return out
 
 
-def parse_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"seconds must be numbers, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"seconds must be positive, got {text}")
-    return value
-
-
-def clean_prompt(text: str, where: str) -> str:
-    """One line of text: runs of whitespace (line breaks included) become one space."""
-    cleaned = " ".join(text.split())
-    if not cleaned:
-        raise UsageError(f"{where} is empty")
-    return cleaned
-
-
-def read_prompt_file(path: str) -> tuple[list[str], list[Optional[float]]]:
-    """Prompts and optional durations from a file of 'prompt' or 'prompt # seconds' lines."""
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"prompt file {path} does not exist (or is not a file)")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"prompt file {path} cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
-    prompts, seconds = [], []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        words, _, dur = line.partition("#")
-        prompts.append(clean_prompt(words, f"{path}:{n}: the prompt"))
-        seconds.append(parse_seconds(dur.strip()) if dur.strip() else None)
-    if not prompts:
-        raise UsageError(f"prompt file {path} is empty")
-    return prompts, seconds
+def source_prompts(args: argparse.Namespace) -> tuple[list[str], list[Optional[Duration]]]:
+    """Prompts and their durations (None: the default) from --prompts, --text_prompt or --input_text."""
+    if args.input_text:
+        scene = read_scene_file(args.input_text)
+        return scene.texts, scene.durations
+    given = [args.text_prompt] if args.text_prompt is not None else args.prompts
+    texts = [clean_prompt(p, f"prompt {i + 1}") for i, p in enumerate(given)]
+    return texts, [None] * len(texts)
 
 
 def parse_prompts(args: argparse.Namespace) -> Prompts:
-    """Prompts and durations from --prompts/--input_text and --seconds."""
-    if args.input_text:
-        texts, file_seconds = read_prompt_file(args.input_text)
-    else:
-        texts = [clean_prompt(p, f"prompt {i + 1}") for i, p in enumerate(args.prompts)]
-        file_seconds = [None] * len(texts)
-    if args.seconds:
-        values = [parse_seconds(s) for s in args.seconds]
+    """Prompts and durations from --prompts/--text_prompt/--input_text and --seconds/--motion_length."""
+    texts, file_durations = source_prompts(args)
+    given = [args.motion_length] if args.motion_length is not None else args.seconds
+    if given:
+        where = "--motion_length" if args.motion_length is not None else "seconds"
+        values: list[Duration] = [parse_seconds(s, where) for s in given]
         if len(values) == 1:
             values = values * len(texts)
         elif len(values) != len(texts):
             raise UsageError(f"got {len(values)} --seconds values for {len(texts)} prompts; "
                              "give one value per prompt or a single value for all")
     else:
-        values = [s if s is not None else defaults.SEGMENT_SECONDS for s in file_seconds]
-    if sum(values) > MAX_ROW_SECONDS:
-        raise UsageError(f"the motion would last {sum(values):g} s; the limit is {MAX_ROW_SECONDS:g} s per motion")
+        values = [d if d is not None else defaults.SEGMENT_SECONDS for d in file_durations]
+    seconds = sum(v for v in values if not isinstance(v, Frames))  # frames are checked at the model's fps
+    if seconds > MAX_ROW_SECONDS:
+        raise UsageError(f"the motion would last {seconds:g} s; the limit is {MAX_ROW_SECONDS:g} s per motion")
     return Prompts(texts, values)
 
 
@@ -359,9 +345,12 @@ def render_videos(folder: Path, results: dict, args: argparse.Namespace, spec) -
                 render_skeleton(joints, folder / f"{name}.mp4", segments=segments, fps=spec.fps, loop=loop,
                                 title=caption, progress=True)
             else:
-                from .smpl_fit import export_obj, fit_smpl, load_smpl, render_mesh, save_fit
-                fit = fit_smpl(joints, load_smpl(args.smpl_dir), progress=True)
+                from .smpl_fit import export_obj, fit_smpl, load_smpl, mdm_smpl_params, render_mesh, save_fit, \
+                    save_mdm_params
+                body = load_smpl(args.smpl_dir)
+                fit = fit_smpl(joints, body, progress=True)
                 save_fit(fit, folder / f"{name}_smpl.npz")
+                save_mdm_params(mdm_smpl_params(fit, body, caption), folder / f"{name}_smpl_params.npy")
                 export_obj(fit.vertices, fit.faces, folder / f"{name}_obj")
                 render_mesh(fit.vertices, fit.faces, folder / f"{name}_mesh.mp4", fps=spec.fps, title=caption,
                             progress=True)
@@ -372,6 +361,9 @@ def save(job: Job, model, out: Generated) -> Path:
     with staged_dir(job.out_dir, overwrite=job.args.overwrite) as tmp:
         save_outputs(tmp, out.results, out.features, out.settings)
         render_videos(tmp, out.results, job.args, model.spec)
+        if job.args.export is not None:
+            from .export import export_results  # lazily: only runs asking for an export need it
+            export_results(out.results, tmp, fmt=job.args.export)
     return job.out_dir
 
 

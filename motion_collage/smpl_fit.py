@@ -3,6 +3,9 @@
     python -m motion_collage.smpl_fit RESULTS.npy --smpl_dir DIR [--sample I --rep J]
                                       [--out_dir D] [--iters N] [--no_obj] [--no_video]
 
+writes ``sampleII_repJJ_smpl.npz`` (our fit, no pickle), ``sampleII_repJJ_smpl_params.npy`` (MDM's
+layout for the SMPL Blender add-on, :func:`mdm_smpl_params`), an ``.obj`` per frame and a video.
+
 In the spirit of SMPLify (Bogo et al. 2016): per-frame pose, per-frame translation and one
 shared shape are found by minimising the squared distance between SMPL's first 22 joints and
 the targets, plus priors. The official SMPLify GMM pose prior file is not available here;
@@ -210,6 +213,47 @@ def save_fit(fit: SmplFit, path: PathLike) -> Path:
     return path
 
 
+def rotation_6d(pose: np.ndarray) -> np.ndarray:
+    """Zhou et al.'s 6-D rotation ``[..., 6]`` of axis-angle ``pose [..., 3]``: the first two rows
+    of the rotation matrix, row after row (the convention of MDM and PyTorch3D)."""
+    mat = axis_angle_to_matrix(torch.as_tensor(pose, dtype=torch.float64))
+    return mat[..., :2, :].reshape(mat.shape[:-2] + (6,)).numpy()
+
+
+def mdm_smpl_params(fit: SmplFit, model: SmplModel, text: Optional[str]) -> dict:
+    """MDM's ``sampleII_repJJ_smpl_params.npy`` dict (what MDM's ``render_mesh`` writes for the
+    SMPL Blender add-on), T = the motion's frames, float32:
+
+    ``motion [25, 6, T]``: rows 0-23 the 6-D local rotation of SMPL's joints (0 = global
+    orientation), row 24 the root translation followed by three zeros; ``thetas [24, 6, T]``
+    (= motion[:24]); ``root_translation [3, T]``: the target pelvis position (metres, Y up);
+    ``faces [F, 3]``; ``vertices [V, 3, T]``: the neutral body with betas = 0 (MDM's add-on
+    convention) in the fitted pose, moved by the root translation relative to the first frame as
+    MDM does; ``text`` (str) and ``length`` (int, = T)."""
+    thetas = np.transpose(rotation_6d(fit.pose), (1, 2, 0)).astype(np.float32)  # [24, 6, T]
+    root = fit.targets[:, 0].astype(np.float64)  # [T, 3]
+    with torch.no_grad():
+        verts = torch.cat([smpl_forward(model, torch.as_tensor(fit.pose[s:s + 32])).vertices
+                           for s in range(0, len(fit.pose), 32)]).double().numpy()
+    verts = verts + (root - root[:1])[:, None]
+    root_row = np.concatenate([root.T, np.zeros_like(root.T)])[None].astype(np.float32)  # [1, 6, T]
+    return {
+        "motion": np.concatenate([thetas, root_row]), "thetas": thetas,
+        "root_translation": root.T.astype(np.float32), "faces": np.asarray(fit.faces),
+        "vertices": np.transpose(verts, (1, 2, 0)).astype(np.float32), "text": text or "",
+        "length": int(len(fit.pose)),
+    }
+
+
+def save_mdm_params(params: dict, path: PathLike) -> Path:
+    """Write :func:`mdm_smpl_params` as MDM does (``np.save`` of a dict; load it with
+    ``np.load(path, allow_pickle=True).item()``), atomically."""
+    path = check_output_file(path, (".npy",))
+    with staged_file(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, params, allow_pickle=True)
+    return path
+
+
 def export_obj(vertices: np.ndarray, faces: np.ndarray, out_dir: PathLike, prefix: str = "frame") -> list[Path]:
     """One Wavefront ``.obj`` per frame of ``vertices [T, V, 3]`` with ``faces [F, 3]`` (0-based),
     each written atomically (a stale temporary of a killed run is removed first)."""
@@ -306,7 +350,8 @@ def _output_paths(args) -> dict[str, Path]:
 
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.results).parent
     stem = f"sample{args.sample:02d}_rep{args.rep:02d}"
-    paths = {"fit": check_output_file(out_dir / f"{stem}_smpl.npz", (".npz",))}
+    paths = {"fit": check_output_file(out_dir / f"{stem}_smpl.npz", (".npz",)),
+             "mdm": check_output_file(out_dir / f"{stem}_smpl_params.npy", (".npy",))}
     if not args.no_obj:
         paths["obj"] = out_dir / f"{stem}_obj"
         check_output_file(paths["obj"] / "frame000.obj")
@@ -325,7 +370,8 @@ def run(args) -> str:
     joints, _, caption, _ = results_row(load_results(args.results), args.sample, args.rep)
     paths = _output_paths(args)
     fit = fit_smpl(joints, model, config=FitConfig(iters=args.iters), progress=True)
-    lines = [f"wrote {save_fit(fit, paths['fit'])} (mean joint error {fit.joint_error.mean() * 100:.2f} cm)"]
+    lines = [f"wrote {save_fit(fit, paths['fit'])} (mean joint error {fit.joint_error.mean() * 100:.2f} cm)",
+             f"wrote {save_mdm_params(mdm_smpl_params(fit, model, caption), paths['mdm'])} (MDM's SMPL layout)"]
     if "obj" in paths:
         lines.append(f"wrote {len(export_obj(fit.vertices, fit.faces, paths['obj']))} .obj files to {paths['obj']}")
     if "video" in paths:

@@ -210,3 +210,190 @@ def test_temporaries_of_killed_runs_are_removed_and_failures_leave_nothing(tiny,
     rc, _, err = run(["--prompts", "a person walks", "--steps", "2", "--render", "none",
                       "--model_path", overflow, "--output_dir", nested], capsys)
     assert rc == 2 and "NaN or inf at sampling step 2" in err and not (tmp_path / "new").exists(), err
+
+
+# ------------------------------------------------------------------ MDM's habits and scene files
+
+def _segments(folder):
+    results = np.load(folder / "results.npy", allow_pickle=True).item()
+    return [(s["text"], s["start"], s["end"]) for s in results["segments"][0]]
+
+
+FAST = ["--steps", "2", "--render", "none"]
+
+
+def test_priormdm_csv_and_flowmdm_json_scenes_are_frames_at_the_model_fps(tiny, tmp_path, capsys):
+    csv_file = tmp_path / "dt_csv_example.csv"  # PriorMDM's layout: header, then prompt,frames
+    csv_file.write_text('text,length\na person walks,30\n"a person waves, then bows",50\n')
+    json_file = tmp_path / "composition.json"  # FlowMDM's layout
+    json_file.write_text(json.dumps({"lengths": [40, 25], "text": ["a person runs", "a person jumps"]}))
+    for name, path in (("csv", csv_file), ("json", json_file)):
+        rc, _, err = run(["--input_text", path, *FAST, "--model_path", tiny, "--output_dir", tmp_path / name], capsys)
+        assert rc == 0, err
+    assert _segments(tmp_path / "csv") == [("a person walks", 0, 30), ("a person waves, then bows", 30, 80)]
+    assert _segments(tmp_path / "json") == [("a person runs", 0, 40), ("a person jumps", 40, 65)]
+    settings = json.loads((tmp_path / "csv" / "args.json").read_text())
+    assert settings["segments_frames"] == [["a person walks", 30], ["a person waves, then bows", 50]]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text,seconds\nwalk,4\n", "expected PriorMDM's header 'text,length'"),
+    ("a person walks,100\na person runs,80\n", "without a header"),
+    ('{"text": ["walk"], "lengths": ["40"]}', "lengths[0] is '40'"),
+    ("text,length\na person walks,80000\n", "limit is 3600 s"),  # frames are checked at the model's fps
+])
+def test_bad_scene_files_are_one_line_before_sampling(tiny, tmp_path, capsys, monkeypatch, content, message):
+    import motion_collage.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "generate_motions", lambda *a, **k: pytest.fail("sampled a bad scene"))
+    path = tmp_path / "scene.txt"
+    path.write_text(content)
+    rc, _, err = run(["--input_text", path, *FAST, "--model_path", tiny, "--output_dir", tmp_path / "o"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_text_prompt_and_motion_length_are_mdm_aliases(tiny, tmp_path, capsys):
+    rc, _, err = run(["--text_prompt", "a person walks", "--motion_length", "2.5", *FAST, "--num_samples", "2",
+                      "--model_path", tiny, "--output_dir", tmp_path / "mdm"], capsys)
+    assert rc == 0, err
+    assert run(["--prompts", "a person walks", "--seconds", "2.5", *FAST, "--num_samples", "2",
+                "--model_path", tiny, "--output_dir", tmp_path / "ours"], capsys)[0] == 0
+    mdm, ours = (np.load(tmp_path / n / "results.npy", allow_pickle=True).item() for n in ("mdm", "ours"))
+    assert mdm["motion"].shape == (2, 22, 3, 50) and mdm["text"] == ["a person walks"] * 2
+    np.testing.assert_array_equal(mdm["motion"], ours["motion"])
+    # --motion_length is one duration for every prompt, like a single --seconds value
+    assert run(["--prompts", "a person walks", "a person runs", "--motion_length", "1.5", *FAST,
+                "--model_path", tiny, "--output_dir", tmp_path / "two"], capsys)[0] == 0
+    assert [s[1:] for s in _segments(tmp_path / "two")] == [(0, 30), (30, 60)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text_prompt", "walk", "--prompts", "run"], "not allowed with argument"),
+    (["--text_prompt", "walk", "--seconds", "2", "--motion_length", "2"], "not allowed with argument"),
+    (["--text_prompt", "walk", "--motion_length", "abc"], "--motion_length must be numbers, got 'abc'"),
+    (["--text_prompt", "walk", "--motion_length", "0"], "--motion_length must be positive"),
+    (["--text_prompt", " "], "prompt 1 is empty"),
+    (["--text_prompt", "walk", "--motion_length", "2", "3"], "unrecognized arguments: 3"),
+])
+def test_alias_mistakes_are_one_line(tiny, tmp_path, capsys, argv, message):
+    rc, _, err = run([*argv, *FAST, "--model_path", tiny, "--output_dir", tmp_path / "o"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_device_0_is_the_first_gpu(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from motion_collage.sample import build_parser, parse
+    argv = ["--text_prompt", "walk", "--device", "0", "--output_dir", str(tmp_path / "o")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parse(build_parser().parse_args(argv)).device == "cuda:0"
+    assert parse(build_parser().parse_args(argv[:-3] + ["1", *argv[-2:]])).device == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and err == "error: device cuda:0 was asked for, but no CUDA device is available; use cpu\n"
+
+
+# ------------------------------------------------------------------ three messages: one line, exit 2
+
+def test_render_smpl_without_a_body_model_names_the_path_searched(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --smpl_dir is ./body_models
+    for extra, expected in (([], "body_models/smpl/SMPL_NEUTRAL.pkl"),
+                            (["--smpl_dir", tmp_path / "models" / "body_models"],
+                             f"{tmp_path}/models/body_models/smpl/SMPL_NEUTRAL.pkl")):
+        rc, _, err = run(["--prompts", "walk", "--render", "smpl", *extra, "--model_path", tiny,
+                          "--output_dir", tmp_path / "o"], capsys)
+        assert rc == 2 and err.count("\n") == 1 and f"expected {expected} " in err, err
+        assert "body_models/body_models" not in err and "https://smpl.is.tue.mpg.de" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bert_checkpoint_without_transformers_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_mdm_load import save_official
+    path, _, _ = save_official(tmp_path / "bert", "bert")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    rc, _, err = run(["--prompts", "walk", "--model_path", path, "--output_dir", tmp_path / "o"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: ") and "DistilBERT" in err, err
+    assert 'pip install -e ".[bert]"' in err and not (tmp_path / "o").exists()
+
+
+def test_torchscript_clip_without_text_keys_is_one_line(tmp_path, capsys):
+    import gzip
+    import warnings
+
+    import torch
+    from test_mdm_load import save_official
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(torch.nn.Linear(3, 2)).save(str(clip_dir / "ViT-B-32.pt"))  # TorchScript, no text tower
+    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(gzip.compress(b"#version\nw a\n"))
+    path, _, _ = save_official(tmp_path / "clip_model")
+    rc, _, err = run(["--prompts", "walk", "--model_path", path, "--clip_path", clip_dir,
+                      "--output_dir", tmp_path / "o"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "has no CLIP text tower: missing token_embedding.weight" in err, err
+    assert "ln_final.weight" in err and "KeyError" not in err and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ SMPL for Blender, BVH export
+
+def test_render_smpl_writes_mdm_smpl_params(tiny, tmp_path, capsys, monkeypatch):
+    from test_smpl_fit import NUM_F, NUM_V, synthetic_smpl, write_pkl_with_chumpy
+
+    import motion_collage.smpl_fit as smpl_fit
+    (tmp_path / "body_models" / "smpl").mkdir(parents=True)
+    write_pkl_with_chumpy(synthetic_smpl(), tmp_path / "body_models" / "smpl" / "SMPL_NEUTRAL.pkl")
+    monkeypatch.setattr(smpl_fit, "render_mesh", lambda *a, **k: None)  # meshes and videos have their own tests
+    objs = []
+    monkeypatch.setattr(smpl_fit, "export_obj", lambda vertices, faces, folder: objs.append((vertices.shape, folder)))
+    out = tmp_path / "out"
+    rc, _, err = run(["--text_prompt", "a person walks", "--motion_length", "0.5", "--overlap", "5f", "--steps", "2", "--render", "smpl",
+                      "--smpl_dir", tmp_path / "body_models", "--model_path", tiny, "--output_dir", out], capsys)
+    assert rc == 0, err
+    params = np.load(out / "sample00_rep00_smpl_params.npy", allow_pickle=True).item()
+    assert params["motion"].shape == (25, 6, 10) and params["thetas"].shape == (24, 6, 10)
+    assert params["root_translation"].shape == (3, 10) and params["vertices"].shape == (NUM_V, 3, 10)
+    assert params["faces"].shape == (NUM_F, 3) and params["text"] == "a person walks" and params["length"] == 10
+    joints = np.load(out / "results.npy", allow_pickle=True).item()["motion"][0]  # [22, 3, T]
+    np.testing.assert_allclose(params["root_translation"], joints[0], atol=1e-6)  # the pelvis, as MDM
+    assert (out / "sample00_rep00_smpl.npz").is_file() and objs[0][0] == (10, NUM_V, 3)
+    fit = np.load(out / "sample00_rep00_smpl.npz")
+    np.testing.assert_allclose(params["thetas"][:, :, 3].reshape(24, 2, 3),
+                               _rotation_rows(fit["pose"][3]), atol=1e-5)  # 6-D = the matrix's first two rows
+
+
+def _rotation_rows(pose):
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_rotvec(pose).as_matrix()[:, :2, :]
+
+
+def test_export_bvh_runs_in_the_staged_folder(tiny, tmp_path, capsys, monkeypatch):
+    import types
+    calls = []
+
+    def export_results(results, folder, fmt):
+        calls.append((results["motion"].shape, Path(folder).name, fmt))
+        (Path(folder) / "sample00_rep00.bvh").write_text("HIERARCHY\n")
+        return [Path(folder) / "sample00_rep00.bvh"]
+    monkeypatch.setitem(sys.modules, "motion_collage.export", types.SimpleNamespace(export_results=export_results))
+    out = tmp_path / "out"
+    rc, _, err = run(["--text_prompt", "a person walks", *FAST, "--export", "bvh", "--model_path", tiny,
+                      "--output_dir", out], capsys)
+    assert rc == 0, err
+    assert calls == [((1, 22, 3, 80), calls[0][1], "bvh")] and calls[0][1] != "out"  # the temporary folder
+    assert (out / "sample00_rep00.bvh").read_text() == "HIERARCHY\n"
+    rc, _, err = run(["--text_prompt", "walk", *FAST, "--export", "fbx", "--model_path", tiny,
+                      "--output_dir", tmp_path / "o"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "invalid choice: 'fbx'" in err
+
+
+def test_export_bvh_with_the_real_exporter(tiny, tmp_path, capsys):
+    pytest.importorskip("motion_collage.export")
+    out = tmp_path / "out"
+    rc, _, err = run(["--prompts", "a person walks", "a person runs", "--seconds", "1.5", *FAST, "--loop",
+                      "--export", "bvh", "--model_path", tiny, "--output_dir", out], capsys)
+    assert rc == 0, err
+    bvh = (out / "sample00_rep00.bvh").read_text()
+    assert bvh.startswith("HIERARCHY") and "MOTION" in bvh
+    assert not list(tmp_path.glob(".out.*"))

@@ -266,3 +266,64 @@ def test_python2_and_numpy1_global_names_load(model_dir, tmp_path):
     old, new = load_smpl(tmp_path / "py2.pkl"), load_smpl(model_dir)
     for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "parents", "faces"):
         assert torch.equal(getattr(old, key), getattr(new, key)), key
+
+
+MDM_KEYS = ["faces", "length", "motion", "root_translation", "text", "thetas", "vertices"]
+
+
+def test_mdm_smpl_params_layout(model_dir, tmp_path):
+    """MDM's sampleII_repJJ_smpl_params.npy: shapes, 6-D rows, pelvis translation, beta = 0 body."""
+    from motion_collage.smpl_fit import mdm_smpl_params, save_mdm_params
+
+    model = load_smpl(model_dir)
+    pose, betas, transl = known_motion(model)
+    targets = smpl_forward(model, pose, betas, transl, with_vertices=False).joints[:, :22].numpy()
+    fit = fit_smpl(targets, model, config=FitConfig(iters=30))
+    path = save_mdm_params(mdm_smpl_params(fit, model, "a person turns"), tmp_path / "sample00_rep00_smpl_params.npy")
+    params = np.load(path, allow_pickle=True).item()
+    assert sorted(params) == MDM_KEYS
+    assert params["motion"].shape == (25, 6, 6) and params["motion"].dtype == np.float32
+    assert params["thetas"].shape == (24, 6, 6) and params["root_translation"].shape == (3, 6)
+    assert params["vertices"].shape == (NUM_V, 3, 6) and params["faces"].shape == (NUM_F, 3)
+    assert params["text"] == "a person turns" and params["length"] == 6 and type(params["length"]) is int
+    np.testing.assert_array_equal(params["motion"][:24], params["thetas"])
+    np.testing.assert_array_equal(params["motion"][24, :3], params["root_translation"])
+    assert not params["motion"][24, 3:].any()
+    np.testing.assert_allclose(params["root_translation"].T, targets[:, 0], atol=1e-6)  # the pelvis, as MDM
+    # 6-D = first two rows of each local rotation matrix; rebuilding the third row gives the matrix back
+    six = params["thetas"].transpose(2, 0, 1).reshape(6, 24, 2, 3)
+    mats = np.concatenate([six, np.cross(six[:, :, 0], six[:, :, 1])[:, :, None]], 2)
+    rebuilt = torch.tensor(mats, dtype=torch.float64)
+    from motion_collage.smpl import axis_angle_to_matrix
+    np.testing.assert_allclose(rebuilt.numpy(), axis_angle_to_matrix(torch.tensor(fit.pose, dtype=torch.float64)),
+                               atol=1e-5)
+    # vertices: the neutral body (betas = 0) in the fitted pose, moved by the root's motion since frame 0
+    zero_shape = smpl_forward(model, torch.tensor(fit.pose)).vertices.numpy()
+    moved = params["root_translation"].T - params["root_translation"][:, :1].T
+    np.testing.assert_allclose(params["vertices"].transpose(2, 0, 1), zero_shape + moved[:, None], atol=1e-5)
+    np.testing.assert_array_equal(params["faces"], model.faces.numpy())
+
+
+def test_cli_writes_the_mdm_layout_beside_the_fit(model_dir, tmp_path, capsys):
+    from motion_collage.smpl_fit import main
+
+    model = load_smpl(model_dir)
+    pose, betas, transl = known_motion(model)
+    joints = smpl_forward(model, pose, betas, transl, with_vertices=False).joints[:, :22].numpy()
+    results = {"motion": np.concatenate([joints.transpose(1, 2, 0)[None]] * 2).astype(np.float32),
+               "text": ["a person turns", "a person walks"], "lengths": np.array([6, 5]), "num_samples": 2,
+               "num_repetitions": 1}
+    np.save(tmp_path / "results.npy", results, allow_pickle=True)
+    assert main([str(tmp_path / "results.npy"), "--smpl_dir", str(model_dir), "--sample", "1", "--iters", "20",
+                 "--no_obj", "--no_video"]) == 0
+    assert "sample01_rep00_smpl_params.npy (MDM's SMPL layout)" in capsys.readouterr().out
+    params = np.load(tmp_path / "sample01_rep00_smpl_params.npy", allow_pickle=True).item()
+    assert sorted(params) == MDM_KEYS and params["text"] == "a person walks" and params["length"] == 5
+    assert params["vertices"].shape == (NUM_V, 3, 5) and params["motion"].shape == (25, 6, 5)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "sample00_rep00_smpl_params.npy").mkdir()  # a folder where the file must go
+    assert main([str(tmp_path / "results.npy"), "--smpl_dir", str(model_dir), "--out_dir", str(tmp_path / "taken"),
+                 "--no_obj", "--no_video"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an existing folder" in err
+    assert not (tmp_path / "taken" / "sample00_rep00_smpl.npz").exists()
