@@ -240,11 +240,22 @@ def build(job: Job):
     model = load(Path(args.model_path) if args.model_path else DEFAULT_MODEL, device=job.device,
                  guidance_scale=args.guidance_param, clip_path=args.clip_path, stats_dir=args.stats_dir)
     _ = model.model_stats  # fail now, not after sampling, if the statistics are missing
+    check_skeleton(args, model.spec)
     if job.device == "cpu":
         # Same x0 (within 1e-5), but short overlap pieces are not padded to the longest piece:
         # about 1.8x faster where FLOPs are the limit (docs/performance.md). On a GPU one call wins.
         model.denoiser.length_buckets = 2
     return model
+
+
+def check_skeleton(args: argparse.Namespace, spec) -> None:
+    """--render smpl and --export bvh need HumanML3D's 22 joints: say so before sampling."""
+    from motion_core.spec import HUMANML3D
+
+    asked = [f"--{k} {getattr(args, k)}" for k, v in (("render", "smpl"), ("export", "bvh")) if getattr(args, k) == v]
+    if asked and spec.num_joints != HUMANML3D.num_joints:
+        raise UsageError(f"{' and '.join(asked)} need the {HUMANML3D.num_joints}-joint HumanML3D skeleton; this "
+                         f"model makes {spec.num_joints}-joint {spec.name} motion (use --render skeleton, no --export)")
 
 
 # ----------------------------------------------------------------------------------- generate

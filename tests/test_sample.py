@@ -397,3 +397,18 @@ def test_export_bvh_with_the_real_exporter(tiny, tmp_path, capsys):
     bvh = (out / "sample00_rep00.bvh").read_text()
     assert bvh.startswith("HIERARCHY") and "MOTION" in bvh
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_smpl_and_bvh_need_the_humanml3d_skeleton_before_sampling():
+    import argparse
+
+    from motion_collage.sample import check_skeleton
+    from motion_core.spec import HUMANML3D
+    kit = argparse.Namespace(num_joints=21, name="kit")
+    for render, export, named in (("smpl", None, "--render smpl need"), ("skeleton", "bvh", "--export bvh need"),
+                                  ("smpl", "bvh", "--render smpl and --export bvh need")):
+        args = argparse.Namespace(render=render, export=export)
+        with pytest.raises(ValueError, match=f"{named} the 22-joint HumanML3D skeleton; this model makes 21-joint kit"):
+            check_skeleton(args, kit)
+        check_skeleton(args, HUMANML3D)  # HumanML3D passes
+    check_skeleton(argparse.Namespace(render="skeleton", export=None), kit)
