@@ -15,13 +15,15 @@ Rotations come from inverse kinematics on the joint positions, parents first: th
 (``Hips``) and the chest (``Spine2``) take the rotation that best fits their three child bones
 (Wahba / Kabsch); every other joint takes the smallest rotation that aims its bone from the
 fitted parent at the observed child. The positions the file encodes (:func:`fit_skeleton`'s
-``positions``) differ from the input only where the input's bones stretch. Each joint writes
+``positions``) differ from the input only where the input's bones stretch, or its pelvis or
+chest bend (a generated clip: 2.5 mm on average, up to 9 cm at a stretching wrist). Each joint writes
 its Euler angles in an order whose middle axis is its bone's own axis (twist), so the usual
 large rotations (hip flexion, arms down or forward, the root's heading) stay clear of gimbal
 lock.
 
 BVH has no markers, so segment boundaries (and, for a loop, the root displacement over one
-period) go to a sidecar ``NAME.markers.json``. A loop is written as one period: its last frame
+period) go to a sidecar ``NAME.markers.json`` (frames are 0-based BVH rows; Blender's importer
+puts row 0 on frame 1). A loop is written as one period: its last frame
 flows into its first and is not a copy of it. Outputs are staged beside the target and renamed
 into place when complete (:mod:`motion_core.atomic`).
 """

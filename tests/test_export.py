@@ -231,6 +231,14 @@ def test_cli_bad_results_one_line_exit_2(tmp_path, capsys):
     assert "21-joint motion; BVH export needs the 22-joint HumanML3D skeleton" in capsys.readouterr().err
 
 
+def test_a_killed_runs_temporary_is_removed_and_the_export_is_whole(tmp_path):
+    leftover = tmp_path / ".walk.bvh.abc123.tmp.bvh"  # what a run killed while writing leaves
+    leftover.write_text("HIERARCHY half")
+    path = export_bvh(walk(), tmp_path / "walk.bvh")
+    assert not leftover.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["walk.bvh"]
+    assert read_bvh(path).num_frames == 50
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker
