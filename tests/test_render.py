@@ -41,7 +41,7 @@ def test_video_has_every_frame_at_the_spec_rate(tmp_path, suffix, frames):
     meta, count = read_back(out)
     assert count == frames
     assert meta["fps"] == 20.0
-    assert meta["size"] == (640, 576)
+    assert meta["size"] == (640, 480)  # 480p
     assert meta["duration"] == pytest.approx(frames / 20.0, abs=0.051)
 
 
@@ -59,7 +59,7 @@ def test_still_frame_and_bad_inputs(tmp_path):
     out = render_frame(walking(5), 2, tmp_path / "f.png", title="walk")
     import matplotlib.image
 
-    assert matplotlib.image.imread(out).shape[:2] == (576, 640)
+    assert matplotlib.image.imread(out).shape[:2] == (480, 640)
     with pytest.raises(ValueError, match=r"expected \[T, 22, 3\]"):
         render_skeleton(np.zeros((5, 21, 3)), tmp_path / "x.mp4")
     with pytest.raises(ValueError, match=".mp4 or .gif"):
@@ -308,3 +308,183 @@ def test_a_killed_runs_temporary_is_removed_by_the_next_render_only(tmp_path):
         p.write_text("")
     render_skeleton(walking(4), tmp_path / "clip.mp4")
     assert not leftover.exists() and other.exists()
+
+
+# --------------------------------------------------------------------------- new video style
+
+from motion_collage import render as R  # noqa: E402
+
+
+def turning(frames: int = 80, turn_at: int = 40, angle: float = np.pi / 2) -> np.ndarray:
+    """A rest-pose body standing still that turns on the spot by ``angle`` at ``turn_at``."""
+    base = SMPL_NEUTRAL_REST_JOINTS - [0, SMPL_NEUTRAL_REST_JOINTS[:, 1].min(), 0]
+    out = np.empty((frames, 22, 3))
+    for t in range(frames):
+        a = angle if t >= turn_at else 0.0
+        rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        out[t] = (base - base[0] * [1, 0, 1]) @ rot.T
+    return out
+
+
+def drawn(scene):
+    scene.rgb()
+    return scene.canvas.get_renderer()
+
+
+def test_headings_and_follow_camera_turn_with_the_subject():
+    body = turning()
+    phi = R.headings(body)
+    assert abs(phi[0]) < 0.01 and phi[39] == phi[0]  # the rest pose faces +Z
+    np.testing.assert_allclose(phi[40:] - phi[0], np.pi / 2, atol=1e-9)  # a quarter turn to face +X
+    shoulders = body[:, [16, 17]]  # left, right
+    width = {}
+    for camera in R.CAMERAS:
+        axes = R.camera_axes(R.camera_azimuths(body, camera))
+        screen, _ = R.project(shoulders, body[:, None, 0], tuple(a[:, None] for a in axes))
+        width[camera] = screen[:, 0, 0] - screen[:, 1, 0]  # left minus right shoulder on screen
+    assert width["fixed"][0] == pytest.approx(width["follow"][0])
+    assert width["follow"][-1] == pytest.approx(width["follow"][0], abs=1e-9)  # same view once turned
+    assert abs(width["fixed"][-1] - width["fixed"][0]) > 0.2  # the fixed view sees the body side-on
+    az = R.camera_azimuths(body, "follow")
+    assert az[0] == pytest.approx(phi[0] + np.radians(-30)) and az[-1] == pytest.approx(phi[-1] + np.radians(-30))
+    assert np.all(np.diff(az) >= 0) and np.max(np.diff(az)) < np.pi / 2 / 10  # smoothed, no jump
+    with pytest.raises(ValueError, match="camera 'orbit' is not one of fixed, follow"):
+        R.camera_azimuths(body, "orbit")
+
+
+def test_figure_fills_most_of_the_480p_frame_and_text_is_readable():
+    long_caption = [{"text": "a person walks " * 8, "start": 0, "end": 10}]
+    scene = R._Scene([R.GridPanel(walking(10), None, long_caption, loop=True)], 20.0)
+    scene.update(3)
+    renderer = drawn(scene)
+    assert scene.size == (640, 480)
+    panel = scene.panels[0]
+    to_px = panel.ax.transData.transform
+    head_top = to_px(panel.head.center + np.array([0, R._HEAD_RADIUS]))[1]
+    feet = to_px(panel.item.track.screen[3])[:, 1].min()
+    assert (head_top - feet) / 480 > 0.6  # the figure spans most of the frame height
+    ax_box = panel.ax.get_window_extent(renderer)
+    caption, clock = panel.caption.get_window_extent(renderer), panel.clock.get_window_extent(renderer)
+    assert caption.height >= 36 and len(panel.caption.get_text().splitlines()) == 2  # two lines of >= 18 px
+    assert 0 <= caption.x0 and caption.x1 <= 640 and caption.y1 <= 480 and caption.y0 >= ax_box.y1 - 1
+    assert clock.height >= 14 and clock.y1 <= ax_box.y0 + 1 and clock.x0 >= 0
+    assert panel.chains[0].get_linewidth() * 100 / 72 >= 6  # limbs at least 6 px wide
+
+
+def test_grid_layout_titles_and_size(tmp_path):
+    assert [R.grid_shape(n) for n in (1, 2, 4, 5, 6, 8, 12)] == [(1, 1), (1, 2), (1, 4), (2, 3), (2, 3), (2, 4), (3, 4)]
+    assert R.frame_size(1) == (640, 480) and R.frame_size(3) == (1440, 480) and R.frame_size(5) == (1440, 960)
+    assert R.frame_size(2, R.PREVIEW_SCALE) == (600, 300)
+    panels = [R.GridPanel(walking(n), f"method {k}", loop=k == 2) for k, n in enumerate((12, 8, 5))]
+    scene = R._Scene(panels, 20.0)
+    renderer = drawn(scene)
+    assert scene.size == (1440, 480) and [p.title.get_text() for p in scene.panels] == ["method 0", "method 1", "method 2"]
+    boxes = [p.ax.get_window_extent(renderer) for p in scene.panels]
+    assert [round(b.x0) for b in boxes] == [0, 480, 960] and all(b.width == pytest.approx(480) for b in boxes)
+    for p, box in zip(scene.panels, boxes):
+        t = p.title.get_window_extent(renderer)
+        assert box.x0 <= t.x0 and t.x1 <= box.x1 and t.y0 >= box.y1 and t.height >= 14
+    scene.update(11)  # past the ends: the short one holds its last pose, the loop cycles
+    assert [p.cursor.get_xdata()[0] for p in scene.panels] == [11, 7, 11 % 5]
+    out = R.render_grid(panels, tmp_path / "grid.mp4")
+    meta, count = read_back(out)
+    assert meta["size"] == (1440, 480) and count == 12
+
+
+def test_blitted_frame_equals_a_full_redraw():
+    panels = [R.GridPanel(walking(9), "a", [{"text": "walk", "start": 0, "end": 4}, {"text": "wave", "start": 4, "end": 9}])]
+    scene = R._Scene(panels, 20.0, camera="follow")
+    for t in range(7):
+        scene.update(t)
+        blitted = np.frombuffer(scene.rgb(), np.uint8)
+    fresh = R._Scene(panels, 20.0, camera="follow")
+    fresh.update(6)
+    fig = fresh.still()
+    fig.canvas.draw()
+    full = np.asarray(fig.canvas.buffer_rgba())[..., :3].reshape(-1)
+    assert np.mean(blitted != full) < 0.002  # the same picture (antialiasing of a few edge pixels aside)
+
+
+def test_preview_gif_is_small(tmp_path):
+    full = render_skeleton(walking(30), tmp_path / "full.gif")
+    small = render_skeleton(walking(30), tmp_path / "small.gif", preview=True, camera="follow")
+    meta, count = read_back(small)
+    assert meta["size"] == (400, 300) and meta["fps"] == 10.0 and count == 15
+    assert small.stat().st_size < full.stat().st_size / 2
+    with pytest.raises(ValueError, match="must end in .gif"):
+        render_skeleton(walking(3), tmp_path / "x.mp4", preview=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.gif", "small.gif"]
+
+
+@pytest.mark.parametrize("panels,message", [
+    ([], "a video holds 1 to 12 panels, got 0; render fewer motions at once"),
+    ("walk", "panels is str 'walk'; expected a list of GridPanel"),
+    ([np.zeros((3, 22, 3))], "panel 0 is a float64 array of shape (3, 22, 3); expected a GridPanel"),
+    ([R.GridPanel(np.zeros((3, 22, 3)), title=5)], "panel 0: title is int 5; expected a string or None"),
+    ([R.GridPanel(np.zeros((3, 21, 3)))], r"expected [T, 22, 3]"),
+])
+def test_grid_bad_input_raises_one_line_and_writes_nothing(tmp_path, panels, message):
+    if message == "a video holds 1 to 12 panels, got 0; render fewer motions at once":
+        with pytest.raises(ValueError, match="got 13"):
+            R.render_grid([R.GridPanel(walking(2))] * 13, tmp_path / "x.mp4")
+    with pytest.raises(ValueError) as info:
+        R.render_grid(panels, tmp_path / "x.mp4")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="camera 'side' is not one of fixed, follow"):
+        render_skeleton(walking(3), tmp_path / "x.mp4", camera="side")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_grid_render_leaves_nothing(tmp_path, monkeypatch):
+    def broken(self, t):
+        if t == 2:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(R._Panel, "update", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        R.render_grid([R.GridPanel(walking(6), "a"), R.GridPanel(walking(6), "b")], tmp_path / "grid.gif")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_grid_of_files_and_samples(tmp_path, monkeypatch, capsys):
+    for name in ("A", "B"):
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name / "results.npy")
+    seen = []
+    real = R.render_grid
+    monkeypatch.setattr(R, "render_grid", lambda panels, out, **kw: seen.append((panels, out, kw)) or real(panels, out, **kw))
+    a, b = str(tmp_path / "A" / "results.npy"), str(tmp_path / "B" / "results.npy")
+    assert main(["--grid", a, b, "--sample", "0", "1", "--camera", "follow"]) == 0
+    panels, out, kw = seen[-1]
+    assert [p.title for p in panels] == ["A \u00b7 sample 0", "A \u00b7 sample 1", "B \u00b7 sample 0", "B \u00b7 sample 1"]
+    assert [len(p.joints) for p in panels] == [16, 10, 16, 10] and kw["camera"] == "follow"
+    assert out == tmp_path / "A" / "grid.mp4" and read_back(out)[0]["size"] == (1920, 480)
+    assert "wrote" in capsys.readouterr().out
+    assert main([a, "--sample", "0", "1", "--titles", "ours", "theirs", "--preview"]) == 0
+    panels, out, kw = seen[-1]
+    assert [p.title for p in panels] == ["ours", "theirs"] and out.name == "grid.gif" and kw["preview"]
+    assert read_back(out)[0]["size"] == (600, 300)
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "no results file given; pass RESULTS.npy, or several with --grid A/results.npy B/results.npy"),
+    (["{r}", "--sample", "0", "1", "--titles", "x"], "--titles gives 1 titles for 2 panels; give one per panel"),
+    (["{r}", "--grid", "{r}", "{r}", "--sample", "0", "1", "--rep", "0", "0"],
+     "12 panels asked for (3 files x 2 samples x 2 reps)"),  # 12 fit
+    (["{r}", "--grid", *["{r}"] * 6, "--sample", "0", "1"], "14 panels asked for (7 files x 2 samples x 1 reps); at most 12"),
+    (["{r}", "--grid", "{r}", "{missing}"], "does not exist"),
+    (["{r}", "--camera", "orbit"], "argument --camera: invalid choice: 'orbit'"),
+    (["{r}", "--preview", "--out", "{dir}/x.mp4"], "must end in .gif"),
+    (["{r}", "--sample", "0", "5"], "sample 5 is out of range"),
+])
+def test_cli_grid_errors_one_line_exit_2(tmp_path, capsys, args, message):
+    write_results(tmp_path / "results.npy")
+    argv = [x.format(r=tmp_path / "results.npy", missing=tmp_path / "missing.npy", dir=tmp_path) for x in args]
+    if message.startswith("12 panels"):  # the limit itself is allowed: check only that it is not refused
+        R_panels = R._cli_panels(R.build_parser().parse_args(argv))[0]
+        assert len(R_panels) == 12
+        return
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.npy"]
