@@ -159,6 +159,18 @@ def test_cancel_stops_a_running_and_a_queued_run_and_leaves_nothing(tiny, tmp_pa
         httpd.server_close()
 
 
+def test_a_killed_servers_half_written_run_is_removed_at_start(tiny, tmp_path):
+    runs = tmp_path / "runs"
+    leftover = runs / f".{'a' * 32}.x1y2z3.tmp"
+    (leftover / "sub").mkdir(parents=True)
+    (leftover / "results.npy").write_bytes(b"half")
+    finished = runs / ("b" * 32)
+    finished.mkdir()
+    httpd, _ = serve(jobs.ServerSettings(runs, model_path=str(tiny), device="cpu"))
+    httpd.server_close()
+    assert sorted(p.name for p in runs.iterdir()) == [finished.name]
+
+
 def test_prompt_and_scene_files_load_into_rows_with_the_cli_messages(app, tmp_path, capsys, monkeypatch):
     url, _ = app
     status, reply = call(url, "/api/prompt_file", {"name": "walk.txt", "text": "person walks # 2\nperson jumps\n"})
@@ -223,6 +235,18 @@ def _browser():
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts), profile
 
 
+def _screenshot(driver, path: Path) -> None:
+    """A screenshot as a small PNG (a 64-colour palette where Pillow is there)."""
+    driver.save_screenshot(str(path))
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
+
+
 def test_browser_timeline_generate_watch_and_a_bad_input(tmp_path):
     """Load the page, fill 3 prompts, generate 5 steps on the default model, check the video's length."""
     driver, profile = _browser()
@@ -238,7 +262,7 @@ def test_browser_timeline_generate_watch_and_a_bad_input(tmp_path):
         for _ in range(2):
             driver.find_element(By.ID, "add-row").click()
         rows = driver.find_elements(By.CSS_SELECTOR, "#rows .segment")
-        for row, (text, secs) in zip(rows, [("a person walks forward", "2"), ("a person jumps", "1.5"),
+        for row, (text, secs) in zip(rows, [("a person walks forward", "2"), ("a person runs forward", "1.5"),
                                             ("a person waves with the right hand", "2.5")]):
             row.find_element(By.CLASS_NAME, "prompt").clear()
             row.find_element(By.CLASS_NAME, "prompt").send_keys(text)
@@ -246,22 +270,24 @@ def test_browser_timeline_generate_watch_and_a_bad_input(tmp_path):
             row.find_element(By.CLASS_NAME, "seconds").send_keys(secs)
         driver.find_element(By.ID, "steps").clear()
         driver.find_element(By.ID, "steps").send_keys("5")
+        driver.find_element(By.ID, "num-samples").clear()
+        driver.find_element(By.ID, "num-samples").send_keys("2")
         driver.find_element(By.ID, "generate").click()
         WebDriverWait(driver, 300).until(lambda d: d.find_elements(By.CSS_SELECTOR, "video.result-video"))
-        duration = WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-            "const v = document.querySelector('video.result-video');"
-            "return v.readyState >= 1 && isFinite(v.duration) ? v.duration : null;"))
-        assert duration == pytest.approx(6.0, abs=0.1)  # 2 + 1.5 + 2.5 s
+        durations = WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "const v = [...document.querySelectorAll('video.result-video')];"
+            "return v.every((x) => x.readyState >= 1 && isFinite(x.duration)) ? v.map((x) => x.duration) : null;"))
+        assert durations == [pytest.approx(6.0, abs=0.1)] * 2  # 2 + 1.5 + 2.5 s, two samples side by side
         assert len(driver.find_elements(By.CSS_SELECTOR, "#segments li")) == 3
         time.sleep(1.5)
-        driver.save_screenshot(str(shots / "app_result.png"))
+        _screenshot(driver, shots / "app_result.png")
         driver.find_element(By.ID, "steps").clear()
         driver.find_element(By.ID, "steps").send_keys("0")
         driver.find_element(By.ID, "generate").click()
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "message").text)
         message = driver.find_element(By.ID, "message").text
         assert message == "error: --steps must be between 1 and 1000 (the trained timesteps), got 0"
-        driver.save_screenshot(str(shots / "app_bad_input.png"))
+        _screenshot(driver, shots / "app_bad_input.png")
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from motion_core.atomic import staged_dir
+from motion_core.atomic import remove_stale_temporaries, staged_dir
 from motion_core.cli import USER_ERRORS, UsageError, one_line
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_TEMPORARY = re.compile(r"^\.([0-9a-f]{32})\..+\.(tmp|new)$")  # motion_core.atomic's name for a run's folder
 DOWNLOADS = (".mp4", ".npy", ".npz", ".json", ".txt", ".bvh")
 MAX_SAMPLES_IN_PAGE = 8      # videos rendered side by side for one request
 MAX_PROMPT_FILE_BYTES = 1 << 20
@@ -274,8 +275,15 @@ class Runner:
         from motion_core.spec import HUMANML3D
         return float(HUMANML3D.fps)
 
+    def remove_leftovers(self) -> list[Path]:
+        """Temporaries of runs killed with an earlier server (a live server's runs are locked, kept)."""
+        root = self.settings.output_root
+        names = {m.group(1) for p in (root.iterdir() if root.is_dir() else []) if (m := RUN_TEMPORARY.match(p.name))}
+        return [p for name in sorted(names) for p in remove_stale_temporaries(root / name)]
+
     def preload(self) -> None:
-        """Load the model now (a bad --model_path fails before the server listens)."""
+        """Load the model now (a bad --model_path fails before the server listens); clear leftovers."""
+        self.remove_leftovers()
         probe = self.settings.output_root / f".preload_{new_run_id()}"
         self.model(check_request({"prompts": ["a person walks"]}, self.settings, probe))
 
@@ -291,7 +299,7 @@ class Runner:
                     raise Cancelled()
                 run.state, run.message = "running", "loading the model"
                 self._generate(run)
-                run.state, run.message = "done", f"done in {run.seconds:g} s"
+                run.state, run.message = "done", f"sampled in {run.seconds:g} s; videos rendered"
             except Cancelled:
                 run.state, run.message = "cancelled", "cancelled; nothing was written"
             except USER_ERRORS as exc:

@@ -54,10 +54,10 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 0; background: #f6f6f4; color: #222; }
 header { background: #2d3e50; color: #fff; padding: 8px 16px; display: flex; gap: 16px; align-items: baseline; }
 header h1 { font-size: 20px; margin: 0; }
-main { display: flex; flex-wrap: wrap; gap: 16px; padding: 12px 16px; }
+main { display: grid; grid-template-columns: minmax(460px, 600px) minmax(320px, 1fr); gap: 16px; padding: 12px 16px;
+       align-items: start; }
+@media (max-width: 900px) { main { grid-template-columns: 1fr; } }
 section { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; }
-#timeline-panel { flex: 1 1 520px; max-width: 640px; }
-#results-panel { flex: 1 1 480px; }
 h2 { font-size: 15px; margin: 8px 0; }
 .row { display: grid; grid-template-columns: 1fr 70px 96px; gap: 6px; margin: 3px 0; }
 .row.head { font-size: 12px; color: #666; }
@@ -74,11 +74,11 @@ progress { width: 100%; height: 14px; }
 #message.error { color: #b00020; }
 #videos { display: flex; flex-wrap: wrap; gap: 8px; }
 figure { margin: 0; }
-figure video { width: 300px; background: #000; display: block; }
+figure video { width: 280px; background: #000; display: block; }
 figcaption { font-size: 12px; color: #555; }
 #segments { font-size: 13px; padding-left: 20px; }
 #segments li.now { font-weight: bold; color: #2d6cdf; }
-#downloads a { margin-right: 10px; font-size: 13px; }
+#downloads { display: flex; flex-wrap: wrap; gap: 4px 12px; font-size: 13px; }
 """
 
 JS = r"""
@@ -143,7 +143,7 @@ function busy(on) {
 async function generate() {
   setMessage("");
   const [ok, reply] = await post("/api/generate", form());
-  if (!ok) { setMessage(reply.error, true); return; }
+  if (!ok) { $("status").textContent = ""; $("progress").value = 0; setMessage(reply.error, true); return; }
   current = reply.id;
   $("videos").innerHTML = $("segments").innerHTML = $("downloads").innerHTML = "";
   busy(true);
