@@ -18,7 +18,9 @@ from tiny_model import build_tiny_model  # noqa: E402
 from motion_collage import sample  # noqa: E402
 from motion_collage.app import jobs, server  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Debian's packages (apt-get install chromium chromium-driver); the variables point elsewhere.
+CHROMIUM = Path(os.environ.get("MOTION_COLLAGE_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("MOTION_COLLAGE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +290,14 @@ def test_browser_timeline_generate_watch_and_a_bad_input(tmp_path):
         message = driver.find_element(By.ID, "message").text
         assert message == "error: --steps must be between 1 and 1000 (the trained timesteps), got 0"
         _screenshot(driver, shots / "app_bad_input.png")
+        scene = tmp_path / "scene.txt"
+        scene.write_text("a person walks forward # 3\na person sits down\n")
+        driver.find_element(By.ID, "prompt-file").send_keys(str(scene))
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "message").text.startswith("loaded"))
+        rows = driver.find_elements(By.CSS_SELECTOR, "#rows .segment")
+        assert [(r.find_element(By.CLASS_NAME, "prompt").get_attribute("value"),
+                 r.find_element(By.CLASS_NAME, "seconds").get_attribute("value")) for r in rows] == [
+            ("a person walks forward", "3"), ("a person sits down", "4")]
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from motion_core import defaults
+from motion_core.atomic import terminate_as_exit
 from motion_core.cli import USER_ERRORS, OneLineParser, run_cli
 
 from . import page
@@ -175,10 +176,16 @@ def _byte_range(header: Optional[str], size: int) -> Optional[tuple[int, int]]:
     return (start, end) if start <= end < size else None
 
 
+class AppServer(ThreadingHTTPServer):
+    """A thread per request; the page's polls and downloads never wait for a generation."""
+
+    daemon_threads = True
+    request_queue_size = 32
+
+
 def make_server(runner: Runner, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
     """The HTTP server (not started); ``port`` 0 picks a free one."""
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = AppServer((host, port), Handler)
     real_port = server.server_address[1]
     loopback = host == "localhost" or host.startswith("127.")
     # On this machine only, a request must name it (DNS rebinding); a chosen --host serves any name.
@@ -226,12 +233,16 @@ def run(args: argparse.Namespace) -> Optional[str]:
     settings = check_server_args(args)
     settings.output_root.mkdir(parents=True, exist_ok=True)
     runner = Runner(settings)
-    print("loading the model ...", flush=True)
-    runner.preload()
     try:
         server = make_server(runner, args.host, args.port)
     except OSError as exc:
         raise ValueError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port") from None
+    print("loading the model ...", flush=True)
+    try:
+        runner.preload()
+    except BaseException:
+        server.server_close()
+        raise
     server.verbose = args.verbose  # type: ignore[attr-defined]
     host, port = server.server_address[:2]
     print(f"serving on http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl-C stops)",
@@ -244,4 +255,5 @@ def run(args: argparse.Namespace) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_cli(build_parser(), argv, run)
+    with terminate_as_exit():  # SIGTERM stops like Ctrl-C; a run cut short is removed at the next start
+        return run_cli(build_parser(), argv, run)
