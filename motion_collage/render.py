@@ -18,7 +18,7 @@ viewer and the floor turns instead (for long motions that walk away from the cam
 
 A grid puts several motions side by side (480x480 panels, up to 4 per row), each panel
 titled, all at one scale; a shorter motion holds its last pose (a loop cycles). ``preview``
-writes a small GIF for a README (0.625 scale, at most 10 fps, 32 colours).
+writes a small GIF for a README (0.625 scale, at most 10 fps, 48 colours).
 
 The static parts (timeline, titles, shadow, badge) are drawn once; per frame only the moving
 artists are drawn over a saved background (blitting), and the projections of every frame are
@@ -63,7 +63,7 @@ CAMERAS = ("fixed", "follow")
 FRAME_SIZE = (640, 480)  # pixels of a one-motion video (480p)
 PANEL_SIZE = (480, 480)  # pixels of one panel of a grid
 MAX_PANELS = 12
-PREVIEW_SCALE, PREVIEW_MAX_FPS, PREVIEW_COLOURS = 0.625, 10.0, 32
+PREVIEW_SCALE, PREVIEW_MAX_FPS, PREVIEW_COLOURS = 0.625, 10.0, 48
 CAPTION_PT, TITLE_PT, CLOCK_PT = 14.0, 13.0, 12.0  # at 100 dpi: 19, 18, 17 px per em
 _FLASH_SECONDS = 0.6
 _ELEVATION = math.radians(15.0)  # camera above the floor plane
@@ -331,7 +331,7 @@ class _Panel:
         self._build_axes(fig, limits)
         self._build_texts(fig)
         self._build_timeline(fig)
-        self._flash = None
+        self._flash, self.changed = None, True  # changed: the caption differs from the background's
 
     def _frac(self, x: float, y: float) -> tuple[float, float]:
         return x / self.fig_px[0], y / self.fig_px[1]
@@ -368,7 +368,7 @@ class _Panel:
                                   fontsize=TITLE_PT, weight="bold", color="#222222")
         caption_top = y + h - 8 - (26 if self.item.title else 0)
         self.caption = fig.text(*self._frac(x + w / 2, caption_top - 2), "", ha="center", va="top",
-                                fontsize=CAPTION_PT, linespacing=1.1, animated=True)
+                                fontsize=CAPTION_PT, linespacing=1.1)  # static until it changes
         self.clock = fig.text(*self._frac(x + 10, y + 17), "", ha="left", va="center", fontsize=CLOCK_PT,
                               color="#333333", family="monospace", animated=True)
         if self.item.loop:
@@ -397,7 +397,7 @@ class _Panel:
     def dynamic(self) -> list:
         """Artists redrawn every frame, back to front."""
         body = sorted([*self.chains, self.head, self.nose], key=lambda a: a.get_zorder())
-        return [self.floor, self.trajectory, *body, self.caption, self.clock, self.cursor]
+        return [self.floor, self.trajectory, *body, self.clock, self.cursor]
 
     def update(self, t: int) -> None:
         """Pose the panel at video frame ``t`` (a loop cycles, a shorter motion holds its end)."""
@@ -424,15 +424,20 @@ class _Panel:
         k = _current_segment(self.item.segments, f)
         text = self.item.segments[k].prompt if k is not None else (self.item.caption or "")
         flash = k is not None and k > 0 and (f - self.item.segments[k].start) < _FLASH_SECONDS * self.fps
-        self.caption.set_text("\n".join(textwrap.wrap(text, self.wrap)[:2]))
+        text = "\n".join(textwrap.wrap(text, self.wrap)[:2])
+        if text != self.caption.get_text():
+            self.caption.set_text(text)
+            self.changed = True
         if flash != self._flash:
+            self.changed = True
             self.caption.set_bbox(dict(boxstyle="round,pad=0.3", ec="none", fc="#ffe066" if flash else "white"))
             self._flash = flash
 
 
 class _Scene:
     """One figure of one or more panels (a grid); per frame only the moving artists are drawn
-    over the saved static background (blitting)."""
+    over the saved static background (blitting); the background, captions included, is redrawn
+    only when a caption changes."""
 
     def __init__(self, panels: Sequence[GridPanel], fps: float, spec: DatasetSpec = HUMANML3D, *,
                  camera: str = "fixed", scale: float = 1.0) -> None:
@@ -462,8 +467,15 @@ class _Scene:
 
     def rgb(self) -> bytes:
         """The current frame as packed RGB bytes (height x width x 3)."""
-        if self._background is None:
-            self.canvas.draw()  # the static artists (the moving ones are animated)
+        return np.frombuffer(self.rgba(), np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+    def rgba(self) -> memoryview:
+        """The current frame as packed RGBA bytes (height x width x 4), a view of the canvas
+        buffer valid until the next frame (no copy)."""
+        if self._background is None or any(p.changed for p in self.panels):
+            self.canvas.draw()  # the static artists and captions (the moving ones are animated)
+            for panel in self.panels:
+                panel.changed = False
             self._background = self.canvas.copy_from_bbox(self.fig.bbox)
         else:
             self.canvas.restore_region(self._background)
@@ -471,7 +483,7 @@ class _Scene:
         for panel in self.panels:
             for artist in panel.dynamic:
                 artist.draw(renderer)
-        return np.asarray(self.canvas.buffer_rgba())[..., :3].tobytes()
+        return memoryview(self.canvas.buffer_rgba()).cast("B")
 
     def still(self):
         """The figure with every artist drawn by ``savefig`` (for a still image)."""
@@ -485,12 +497,13 @@ class _Scene:
 # ffmpeg: raw RGB frames in, mp4 or gif out; the child dies with its parent
 # ---------------------------------------------------------------------------------------------
 
-def _ffmpeg_command(path: Path, size: tuple[int, int], fps: float, fmt: str, colours: int = 64) -> list[str]:
+def _ffmpeg_command(path: Path, size: tuple[int, int], fps: float, fmt: str, colours: int = 64,
+                    pixels: str = "rgb24") -> list[str]:
     import imageio_ffmpeg
 
     rate = str(Fraction(fps).limit_denominator())
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
-           "-s", f"{size[0]}x{size[1]}", "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an"]
+           "-s", f"{size[0]}x{size[1]}", "-pix_fmt", pixels, "-r", rate, "-i", "-", "-an"]
     if fmt == "mp4":
         cmd += ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "20"]
     else:  # one palette for the whole clip; each frame stores only the rectangle that changed
@@ -501,12 +514,14 @@ def _ffmpeg_command(path: Path, size: tuple[int, int], fps: float, fmt: str, col
 
 
 class VideoWriter:
-    """An ffmpeg child encoding packed RGB frames (height x width x 3 bytes) into ``path``."""
+    """An ffmpeg child encoding packed RGB frames (height x width x 3 bytes; x 4 for
+    ``pixels="rgba"``) into ``path``."""
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, fmt: str, colours: int = 64) -> None:
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, fmt: str, colours: int = 64,
+                 pixels: str = "rgb24") -> None:
         self.path, self.frames = path, 0
         self._log = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(_ffmpeg_command(path, size, fps, fmt, colours), stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen(_ffmpeg_command(path, size, fps, fmt, colours, pixels), stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
                                       preexec_fn=functools.partial(die_with_parent, os.getpid()))
 
@@ -558,13 +573,13 @@ def _check_fps(fps: float) -> float:
 
 @contextmanager
 def video_writer(out_path: PathLike, fps: float, *, size: tuple[int, int] = _SIZE,
-                 colours: int = 64) -> Iterator[VideoWriter]:
+                 colours: int = 64, pixels: str = "rgb24") -> Iterator[VideoWriter]:
     """A :class:`VideoWriter` whose file appears at ``out_path`` (.mp4 or .gif, ``colours`` in
-    its palette) only once it is complete. On Linux the ffmpeg child is killed if this process dies."""
+    its palette; frames ``pixels`` rgb24 or rgba) only once it is complete. On Linux the ffmpeg child is killed if this process dies."""
     fps = _check_fps(fps)
     out_path = check_output_file(out_path, VIDEO_SUFFIXES)
     with staged_file(out_path) as tmp:
-        writer = VideoWriter(tmp, size, fps, out_path.suffix.lower()[1:], colours)
+        writer = VideoWriter(tmp, size, fps, out_path.suffix.lower()[1:], colours, pixels)
         try:
             yield writer
         except BaseException:
@@ -597,7 +612,7 @@ def render_grid(
     (.mp4 or .gif), all at one scale; the video lasts as long as the longest motion.
 
     camera: ``fixed`` or ``follow`` (see the module docstring). preview: a small GIF for a
-    README (``out_path`` must end in .gif; 0.625 scale, at most 10 fps, 32 colours).
+    README (``out_path`` must end in .gif; 0.625 scale, at most 10 fps, 48 colours).
     The file appears only when complete (see :func:`video_writer`). Returns the written path.
     """
     from tqdm import tqdm
@@ -608,10 +623,10 @@ def render_grid(
     step = max(1, math.ceil(fps / PREVIEW_MAX_FPS - 1e-9)) if preview else 1
     scene = _Scene(checked, fps, spec, camera=camera, scale=PREVIEW_SCALE if preview else 1.0)
     colours = PREVIEW_COLOURS if preview else 64
-    with video_writer(out_path, fps / step, size=scene.size, colours=colours) as writer:
+    with video_writer(out_path, fps / step, size=scene.size, colours=colours, pixels="rgba") as writer:
         for t in tqdm(range(0, scene.num_frames, step), desc="rendering", unit="frame", disable=not progress):
             scene.update(t)
-            writer.write(scene.rgb())
+            writer.write(scene.rgba())
     return out_path
 
 
@@ -814,7 +829,7 @@ def build_parser() -> OneLineParser:
                         help="fixed (default): one view, turns read against a still floor; "
                              "follow: the camera turns with the subject's heading")
     parser.add_argument("--preview", action="store_true",
-                        help="write a small GIF for a README (400x300 per motion, 10 fps, 32 colours)")
+                        help="write a small GIF for a README (400x300 per motion, 10 fps, 48 colours)")
     parser.add_argument("--out", default=None,
                         help="output .mp4 or .gif (default: sampleII_repJJ.mp4, or grid.mp4 for several panels, "
                              "next to the first results file; .gif with --preview)")

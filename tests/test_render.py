@@ -312,7 +312,7 @@ def test_a_killed_runs_temporary_is_removed_by_the_next_render_only(tmp_path):
 
 # --------------------------------------------------------------------------- new video style
 
-from motion_collage import render as R  # noqa: E402
+from motion_collage import render as R
 
 
 def turning(frames: int = 80, turn_at: int = 40, angle: float = np.pi / 2) -> np.ndarray:
