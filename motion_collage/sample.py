@@ -267,18 +267,25 @@ class Generated:
     settings: dict
 
 
+def check_timeline(job: Job, model) -> list[tuple[str, int]]:
+    """The segments at the model's fps, after the method's check of its graphs (one line if bad)."""
+    from .graph import GraphError
+
+    segments = job.prompts.segments(model.spec.fps)
+    try:
+        get_method(job.args.method).check_timeline([segments], model.spec.max_frames, model.spec.fps,
+                                                   job.options, job.args.loop)
+    except GraphError as exc:
+        raise UsageError(str(exc)) from None
+    return segments
+
+
 def generate(job: Job, model) -> Generated:
     """All rows, batch by batch, each row seeded by its global index."""
-    from .graph import GraphError
     from .pipeline import generate_motions
 
     args = job.args
-    segments = job.prompts.segments(model.spec.fps)
-    try:
-        get_method(args.method).check_timeline([segments], model.spec.max_frames, model.spec.fps, job.options,
-                                               args.loop)
-    except GraphError as exc:
-        raise UsageError(str(exc)) from None
+    segments = check_timeline(job, model)
     n_rows = args.num_samples * args.num_repetitions
     started = time.perf_counter()
     features, joints, seg_rows = [], [], []

@@ -257,6 +257,7 @@ class Runner:
         run_id = new_run_id()
         job = check_request(form, self.settings, self.folder(run_id))
         if self._model is not None:
+            from motion_collage.sample import check_timeline
             check_timeline(job, self._model)
         run = Run(run_id, job, steps=job.args.steps)
         with self._runs_lock:
@@ -326,19 +327,6 @@ class Runner:
         if run is not None and run.state in ("queued", "running"):
             run.cancel.set()
         return run
-
-
-def check_timeline(job, model) -> None:
-    """The method's check of the timeline on the served model (as ``sample`` runs it before sampling)."""
-    from motion_collage.graph import GraphError
-    from motion_collage.methods import get_method
-
-    args, spec = job.args, model.spec
-    try:
-        get_method(args.method).check_timeline([job.prompts.segments(spec.fps)], spec.max_frames, spec.fps,
-                                               job.options, args.loop)
-    except GraphError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def save_run(run: Run, model, out) -> None:
