@@ -254,7 +254,8 @@ def check_skeleton(args: argparse.Namespace, spec) -> None:
 
     asked = [f"--{k} {getattr(args, k)}" for k, v in (("render", "smpl"), ("export", "bvh")) if getattr(args, k) == v]
     if asked and spec.num_joints != HUMANML3D.num_joints:
-        raise UsageError(f"{' and '.join(asked)} need the {HUMANML3D.num_joints}-joint HumanML3D skeleton; this "
+        verb = "need" if len(asked) > 1 else "needs"
+        raise UsageError(f"{' and '.join(asked)} {verb} the {HUMANML3D.num_joints}-joint HumanML3D skeleton; this "
                          f"model makes {spec.num_joints}-joint {spec.name} motion (use --render skeleton, no --export)")
 
 
