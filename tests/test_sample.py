@@ -405,7 +405,7 @@ def test_smpl_and_bvh_need_the_humanml3d_skeleton_before_sampling():
     from motion_collage.sample import check_skeleton
     from motion_core.spec import HUMANML3D
     kit = argparse.Namespace(num_joints=21, name="kit")
-    for render, export, named in (("smpl", None, "--render smpl need"), ("skeleton", "bvh", "--export bvh need"),
+    for render, export, named in (("smpl", None, "--render smpl needs"), ("skeleton", "bvh", "--export bvh needs"),
                                   ("smpl", "bvh", "--render smpl and --export bvh need")):
         args = argparse.Namespace(render=render, export=export)
         with pytest.raises(ValueError, match=f"{named} the 22-joint HumanML3D skeleton; this model makes 21-joint kit"):
