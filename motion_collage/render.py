@@ -619,7 +619,9 @@ def render_grid(
 
     checked = _check_panels(panels, spec)
     fps, camera = _check_fps(fps), check_camera(camera)
-    out_path = check_output_file(out_path, (".gif",) if preview else VIDEO_SUFFIXES)
+    if preview and Path(out_path).suffix.lower() != ".gif":
+        raise ValueError(f"a preview is a GIF: output {out_path} must end in .gif, or render without the preview")
+    out_path = check_output_file(out_path, VIDEO_SUFFIXES)
     step = max(1, math.ceil(fps / PREVIEW_MAX_FPS - 1e-9)) if preview else 1
     scene = _Scene(checked, fps, spec, camera=camera, scale=PREVIEW_SCALE if preview else 1.0)
     colours = PREVIEW_COLOURS if preview else 64
