@@ -3,7 +3,9 @@
 At each call every piece of every sequence (factors with their prompts, variable nodes with
 theirs, usually the null condition) goes through the piece denoiser in **one** batched call; the
 piece denoiser applies classifier-free guidance per piece; the x0 predictions are merged with
-signed weights (+1 per factor, -(d_i - 1) per variable node i of degree d_i).
+signed weights (+1 per factor, -(d_i - 1) per variable node i of degree d_i). A
+:class:`~motion_collage.graph.MergeRule` other than the exact one tapers those weights at the
+edges of the overlaps or blends a harmonisation window over each of them (same single call).
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from torch import Tensor
 
 from motion_core.denoiser import PieceConditions, PieceDenoiser
 
-from .graph import FactorGraph
-from .ops import PieceLayout, build_layout, gather_pieces, merge_pieces
+from .graph import EXACT, FactorGraph, MergeRule, merge_plan
+from .ops import PieceLayout, build_layout, build_weighted_layout, gather_pieces, merge_pieces
 
 Guidance = Union[None, float, Sequence[float], Tensor]
 
@@ -66,14 +68,22 @@ class CollageDenoiser(LayoutDenoiser):
             the piece denoiser's default.
         include_variables: ``False`` drops the variable nodes and averages overlapping factors
             instead (MultiDiffusion); kept here because it is the same machinery.
+        merge: how the pieces are merged (default: the exact signed merge); see
+            :func:`motion_collage.graph.merge_plan`. Not with ``include_variables=False``.
+        max_frames: the longest piece the model takes (bounds harmonisation windows).
     """
 
     def __init__(self, piece_denoiser: PieceDenoiser, graphs: Sequence[FactorGraph],
-                 guidance: Guidance = None, include_variables: bool = True) -> None:
+                 guidance: Guidance = None, include_variables: bool = True, merge: MergeRule = EXACT,
+                 max_frames: Optional[int] = None) -> None:
         if not graphs:
             raise ValueError("CollageDenoiser needs at least one graph")
         self.graphs = tuple(graphs)
-        layout = build_layout(self.graphs, include_variables=include_variables)
+        self.merge = merge
+        if merge == EXACT or not include_variables:
+            layout = build_layout(self.graphs, include_variables=include_variables)
+        else:
+            layout = build_weighted_layout([(g.num_frames, merge_plan(g, merge, max_frames)) for g in self.graphs])
         if not include_variables:
             layout = _normalise_average(layout)
         super().__init__(piece_denoiser, layout, per_piece_guidance(guidance, layout, len(self.graphs)))

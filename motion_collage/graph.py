@@ -272,3 +272,130 @@ def single(prompt: Optional[str], num_frames: int) -> FactorGraph:
     """The trivial graph: one factor over the whole sequence (plain sampling)."""
     return FactorGraph(num_frames, (Node(0, num_frames, prompt),),
                        segments=(Segment(prompt or "", 0, num_frames),))
+
+
+# --------------------------------------------------------------------------- merge plans
+
+MERGES = ("exact", "taper", "harmonise")
+
+
+@dataclass(frozen=True)
+class WeightedNode:
+    """A piece to evaluate: frames ``[start, start + length)`` modulo the sequence length, its
+    condition, and the weight ``weights[k]`` with which its prediction at its k-th frame enters
+    the merge (``[length]`` float64; 0 = evaluated for context only)."""
+
+    start: int
+    length: int
+    prompt: Optional[str]
+    weights: np.ndarray
+
+    def frames(self, num_frames: int) -> np.ndarray:
+        return (self.start + np.arange(self.length)) % num_frames
+
+
+@dataclass(frozen=True)
+class MergeRule:
+    """How a collage step merges its pieces (see :func:`merge_plan`); lengths in frames."""
+
+    kind: str = "exact"
+    taper: int = 0
+    window: int = 0
+    plateau: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MERGES:
+            raise GraphError(f"unknown merge {self.kind!r}; expected one of {list(MERGES)}")
+        for name in ("taper", "window", "plateau"):
+            if getattr(self, name) < 0:
+                raise GraphError(f"merge {name} must be >= 0 frames, got {getattr(self, name)}")
+
+
+EXACT = MergeRule()
+
+
+def merge_plan(graph: FactorGraph, rule: MergeRule = EXACT, max_frames: Optional[int] = None) -> tuple[WeightedNode, ...]:
+    """The pieces of one collage step and their per-frame weights (summing to 1 on every frame).
+
+    ``"exact"``: DiffCollage's signed merge, +1 per factor and 1 - d_i per variable node.
+    ``"taper"``: like exact, but across the last (first) ``rule.taper`` frames of each variable
+    node the left (right) factor's weight falls (rises) linearly, and the variable's weight with
+    it, so that at each edge of an overlap the merge is one factor alone, without a switch.
+    ``"harmonise"``: the exact merge, then one more piece per variable node, ``rule.window``
+    frames centred on it (at most ``max_frames``), whose prediction replaces the merge over its
+    middle ``rule.plateau`` frames and cross-fades linearly into it over the rest; its condition
+    is the variable's, or the neighbours' prompt when both sides share one (a split segment, a
+    one-prompt loop), else null. Nodes left with no weight are dropped.
+    Variable nodes that are not the tail of one factor and the head of another (general graphs)
+    keep their exact weights under ``"taper"``.
+    """
+    merge, taper, window, plateau = rule.kind, rule.taper, rule.window, rule.plateau
+    weights = [np.full(n.length, w, dtype=np.float64) for n, w in zip(graph.nodes, graph.weights)]
+    if merge == "taper" and taper > 0:
+        _taper_weights(graph, weights, taper)
+    nodes = [WeightedNode(n.start, n.length, n.prompt, w) for n, w in zip(graph.nodes, weights)]
+    if merge == "harmonise" and window > 0 and graph.variables:
+        nodes = _harmonised(graph, nodes, window, plateau, max_frames or graph.num_frames)
+    return tuple(n for n in nodes if np.any(n.weights != 0))
+
+
+def _neighbours(graph: FactorGraph, v: Node) -> tuple[Optional[int], Optional[int]]:
+    """Indices of the factor whose tail is variable ``v`` and of the factor whose head it is."""
+    N = graph.num_frames
+    end = (v.start + v.length) % N
+    left = [j for j, f in enumerate(graph.factors) if (f.start + f.length) % N == end and f.length > v.length]
+    right = [j for j, f in enumerate(graph.factors) if f.start % N == v.start % N and f.length > v.length]
+    return (left[0] if len(left) == 1 else None), (right[0] if len(right) == 1 else None)
+
+
+def _taper_weights(graph: FactorGraph, weights: list[np.ndarray], taper: int) -> None:
+    """Ramp the factor weights across the edges of each degree-2 variable node (in place)."""
+    nf = len(graph.factors)
+    for i, (v, d) in enumerate(zip(graph.variables, graph.degrees)):
+        left, right = _neighbours(graph, v)
+        if d != 2 or left is None or right is None:
+            continue
+        L, m = v.length, min(taper, v.length)
+        q = np.arange(L)
+        a = np.minimum(1.0, (L - q) / (m + 1))  # left factor: 1 inside, falling over the last m frames
+        b = np.minimum(1.0, (q + 1) / (m + 1))  # right factor: rising over the first m frames
+        weights[left][-L:] = a
+        weights[right][:L] = b
+        weights[nf + i][:] = 1.0 - a - b
+
+
+def _harmonised(graph: FactorGraph, nodes: list[WeightedNode], window: int, plateau: int,
+                max_frames: int) -> list[WeightedNode]:
+    """Add one harmonisation window per variable node and blend it over the merge."""
+    N = graph.num_frames
+    windows, profiles = [], []
+    for v in graph.variables:
+        length = min(window, max_frames, N)
+        lo = v.start % N + v.length // 2 - length // 2
+        if not graph.loop:
+            lo = min(max(lo, 0), N - length)
+        flat = min(max(plateau, 0), length)
+        ramp = (length - flat) / 2
+        q = np.arange(length)
+        profile = np.clip(np.minimum(q + 1, length - q) / (ramp + 1), 0.0, 1.0) if ramp > 0 else np.ones(length)
+        windows.append(Node(int(lo) % N, length, _window_prompt(graph, v)))
+        profiles.append(profile)
+    total = np.zeros(N)   # sum of the window profiles covering each frame
+    blend = np.zeros(N)   # their maximum: how much of the frame the windows take over
+    for w, p in zip(windows, profiles):
+        np.add.at(total, w.frames(N), p)
+        np.maximum.at(blend, w.frames(N), p)
+    out = [WeightedNode(n.start, n.length, n.prompt, n.weights * (1 - blend[n.frames(N)])) for n in nodes]
+    for w, p in zip(windows, profiles):
+        f = w.frames(N)
+        out.append(WeightedNode(w.start, w.length, w.prompt, blend[f] * p / np.maximum(total[f], 1e-12)))
+    return out
+
+
+def _window_prompt(graph: FactorGraph, v: Node) -> Optional[str]:
+    if v.prompt is not None:
+        return v.prompt
+    left, right = _neighbours(graph, v)
+    if left is not None and right is not None and graph.factors[left].prompt == graph.factors[right].prompt:
+        return graph.factors[left].prompt
+    return None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .graph import FactorGraph
+from .graph import FactorGraph, WeightedNode
 
 
 @dataclass(frozen=True)
@@ -83,30 +83,72 @@ def build_layout(graphs: Sequence[FactorGraph], include_variables: bool = True,
     mask = pos < length[:, None]  # [P, L]
     frame_index = np.where(mask, (np.asarray(starts, dtype=np.int64)[:, None] + pos) % np.asarray(wrap)[:, None], 0)
 
-    # Inverse table: for each (row, frame), the flat positions (piece * L + pos) of the pieces
-    # covering it, in increasing piece order (a stable sort keeps the order of enumeration).
     piece, position = np.nonzero(mask)  # row-major: by piece, then position
-    target = seq_index[piece] * T + frame_index[piece, position]
-    order = np.argsort(target, kind="stable")
-    target, flat, contrib_weight = target[order], (piece * L + position)[order], weight[piece[order]]
-    counts = np.bincount(target, minlength=B * T)
-    first = np.cumsum(counts) - counts  # first sorted contribution of each (row, frame)
-    slot = np.arange(target.shape[0]) - first[target]
-    K = int(counts.max())
-    merge_index = np.zeros((B * T, K), dtype=np.int64)
-    merge_weight = np.zeros((B * T, K), dtype=np.float64)
-    merge_index[target, slot] = flat
-    merge_weight[target, slot] = contrib_weight
+    merge_index, merge_weight = _merge_tables(seq_index[piece] * T + frame_index[piece, position],
+                                              piece * L + position, weight[piece], B * T)
     return PieceLayout(
         seq_index=torch.from_numpy(seq_index),
         frame_index=torch.from_numpy(frame_index),
         mask=torch.from_numpy(mask),
         weight=torch.from_numpy(weight),
         prompts=tuple(prompts),
-        merge_index=torch.from_numpy(merge_index.reshape(B, T, K)),
-        merge_weight=torch.from_numpy(merge_weight.reshape(B, T, K)),
+        merge_index=torch.from_numpy(merge_index.reshape(B, T, -1)),
+        merge_weight=torch.from_numpy(merge_weight.reshape(B, T, -1)),
         num_frames=torch.tensor([g.num_frames for g in graphs], dtype=torch.long),
     )
+
+
+def build_weighted_layout(plans: Sequence[tuple[int, Sequence[WeightedNode]]]) -> PieceLayout:
+    """Tensor layout of per-frame weighted pieces, one ``(num_frames, nodes)`` plan per batch row.
+
+    Each node's prediction at its k-th frame is added with ``node.weights[k]`` (see
+    :func:`motion_collage.graph.merge_plan`); frames of weight 0 are read (context) but not
+    merged. ``weight`` holds each piece's largest-magnitude frame weight.
+    """
+    seq, starts, wraps, prompts, rows = [], [], [], [], []
+    for b, (num_frames, nodes) in enumerate(plans):
+        for node in nodes:
+            seq.append(b)
+            starts.append(node.start)
+            wraps.append(num_frames)
+            prompts.append(node.prompt)
+            rows.append(np.asarray(node.weights, dtype=np.float64))
+    if not rows:
+        raise ValueError("a layout needs at least one piece")
+    B, T = len(plans), max(n for n, _ in plans)
+    length = np.array([len(w) for w in rows], dtype=np.int64)
+    P, L = len(rows), int(length.max())
+    pos = np.arange(L, dtype=np.int64)[None, :]
+    mask = pos < length[:, None]
+    frame_index = np.where(mask, (np.asarray(starts)[:, None] + pos) % np.asarray(wraps)[:, None], 0)
+    w = np.zeros((P, L))
+    w[mask] = np.concatenate(rows)
+    seq_index = np.asarray(seq, dtype=np.int64)
+    piece, position = np.nonzero(mask & (w != 0))
+    merge_index, merge_weight = _merge_tables(seq_index[piece] * T + frame_index[piece, position],
+                                              piece * L + position, w[piece, position], B * T)
+    return PieceLayout(
+        seq_index=torch.from_numpy(seq_index), frame_index=torch.from_numpy(frame_index),
+        mask=torch.from_numpy(mask), weight=torch.from_numpy(w[np.arange(P), np.abs(w).argmax(1)]),
+        prompts=tuple(prompts), merge_index=torch.from_numpy(merge_index.reshape(B, T, -1)),
+        merge_weight=torch.from_numpy(merge_weight.reshape(B, T, -1)),
+        num_frames=torch.tensor([n for n, _ in plans], dtype=torch.long))
+
+
+def _merge_tables(target: np.ndarray, flat: np.ndarray, weight: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse tables ``[size, K]``: for each (row * T + frame), the flat piece positions merged into
+    it and their weights, in increasing piece order (a stable sort keeps enumeration order)."""
+    order = np.argsort(target, kind="stable")
+    target, flat, weight = target[order], flat[order], weight[order]
+    counts = np.bincount(target, minlength=size)
+    first = np.cumsum(counts) - counts
+    slot = np.arange(target.shape[0]) - first[target]
+    K = max(int(counts.max()), 1)
+    merge_index = np.zeros((size, K), dtype=np.int64)
+    merge_weight = np.zeros((size, K), dtype=np.float64)
+    merge_index[target, slot] = flat
+    merge_weight[target, slot] = weight
+    return merge_index, merge_weight
 
 
 def gather_pieces(x: Tensor, layout: PieceLayout) -> Tensor:

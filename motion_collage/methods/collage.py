@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..collage import CollageDenoiser, Guidance
 from ..denoiser import CallCounter
-from ..graph import FactorGraph, GraphError, Node
+from ..graph import MERGES, FactorGraph, GraphError, MergeRule, Node
 from .base import (Duration, Generation, MethodSpec, SamplingSetup, check_noise, finish, register_method,
                    timeline_graphs, to_frames)
 
@@ -30,17 +30,36 @@ TRANSITIONS = ("null", "prompt")
 @dataclass(frozen=True)
 class CollageOptions:
     """overlap: length of each boundary's variable node; transition: its condition ("null", or
-    "prompt": the neighbours' prompt when both sides share it)."""
+    "prompt": the neighbours' prompt when both sides share it).
+
+    merge: "exact" (DiffCollage's signed merge), "taper" (the factors' weights ramp over the first
+    and last ``taper`` of each overlap) or "harmonise" (a ``window`` centred on each overlap,
+    evaluated in the same network call, replaces the merge over its middle ``plateau`` and
+    cross-fades into it over the rest); see :func:`motion_collage.graph.merge_plan`.
+    """
 
     overlap: Duration = defaults.OVERLAP_SECONDS
     transition: str = "null"
+    merge: str = "exact"
+    taper: Duration = 0.5
+    window: Duration = 3.0
+    plateau: Duration = 1.5
 
     def __post_init__(self) -> None:
         if self.transition not in TRANSITIONS:
             raise ValueError(f"transition must be one of {list(TRANSITIONS)}, got {self.transition!r}")
+        if self.merge not in MERGES:
+            raise ValueError(f"merge must be one of {list(MERGES)}, got {self.merge!r}")
+
+    def merge_rule(self, fps: float) -> MergeRule:
+        """The merge in frames at ``fps``."""
+        return MergeRule(self.merge, to_frames(self.taper, fps), to_frames(self.window, fps),
+                         to_frames(self.plateau, fps))
 
     def frame_kwargs(self, fps: float) -> dict:
-        return {"overlap": to_frames(self.overlap, fps), "transition": self.transition}
+        rule = self.merge_rule(fps)
+        return {"overlap": to_frames(self.overlap, fps), "transition": self.transition, "merge": rule.kind,
+                "taper": rule.taper, "window": rule.window, "plateau": rule.plateau}
 
 
 @dataclass(frozen=True)
@@ -55,12 +74,15 @@ class AverageOptions:
 
 def generate_collage(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
                      max_frames: int, overlap: int, loop: bool = False, transition: str = "null",
-                     guidance: Guidance = None) -> Generation:
-    """DiffCollage on a chain (or cycle) of the segments."""
+                     guidance: Guidance = None, merge: str = "exact", taper: int = 0, window: int = 0,
+                     plateau: int = 0) -> Generation:
+    """DiffCollage on a chain (or cycle) of the segments, merged by ``merge`` (lengths in frames;
+    see :func:`motion_collage.graph.merge_plan`)."""
     counter = CallCounter(piece_denoiser)
     graphs = timeline_graphs(rows, max_frames, overlap, loop, transition)
     check_noise(noise, graphs)
-    motion = setup.run(CollageDenoiser(counter, graphs, guidance), noise)
+    rule = MergeRule(merge, taper, window, plateau)
+    motion = setup.run(CollageDenoiser(counter, graphs, guidance, merge=rule, max_frames=max_frames), noise)
     return finish(counter, motion, graphs)
 
 
@@ -106,7 +128,7 @@ def generate_naive(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: Sa
     return finish(counter, motion, timelines)
 
 
-def collage_timeline(rows, max_frames: int, loop: bool, *, overlap: int, transition: str = "null"):
+def collage_timeline(rows, max_frames: int, loop: bool, *, overlap: int, transition: str = "null", **_):
     return timeline_graphs(rows, max_frames, overlap, loop, transition)
 
 
