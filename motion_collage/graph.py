@@ -178,23 +178,31 @@ def _validate_segments(segments: Sequence[tuple[str, int]], overlap: int, max_fr
             raise GraphError(f"segment {i + 1} has an empty prompt")
         if int(frames) != frames or frames <= 0:
             raise GraphError(f"segment {i + 1} ({prompt!r}) has a non-positive or fractional length: {frames} frames")
-        if frames < overlap:
+        if frames < overlap and len(segments) > 1:
             raise GraphError(
                 f"segment {i + 1} ({prompt!r}) has {frames} frames, fewer than the overlap ({overlap} frames); "
                 "lengthen it or reduce the overlap")
 
 
-def _split_segment(length: int, overlap: int, max_frames: int) -> list[int]:
-    """Split a segment into the fewest near-equal parts whose pieces (part + overlap) fit the window."""
-    room = max_frames - overlap  # frames a part may have besides its two half overlaps
-    if room <= 0:
+def _split_segment(length: int, overlap: int, max_frames: int, head: int = 0, tail: int = 0) -> list[int]:
+    """Split a segment into the fewest near-equal parts whose pieces fit the window.
+
+    A part's piece is the part plus half an overlap on each side that has a neighbour: ``head``
+    (``tail``) frames before the first (after the last) part, where the segment meets another
+    one, and ``overlap // 2`` / ``overlap - overlap // 2`` between two parts of the segment. A
+    segment whose piece fits is one part: no overlap is reserved where there is no neighbour.
+    """
+    left, right = overlap // 2, overlap - overlap // 2
+    if max_frames - overlap <= 0:
         raise GraphError(f"overlap ({overlap}) leaves no room in a {max_frames}-frame piece")
-    parts = max(1, -(-length // room))
+    parts = 1
     while True:
         sizes = [length // parts + (1 if i < length % parts else 0) for i in range(parts)]
-        if max(sizes) <= room and min(sizes) >= overlap:
+        before = [head] + [left] * (parts - 1)
+        after = [right] * (parts - 1) + [tail]
+        if all(s + b + a <= max_frames for s, b, a in zip(sizes, before, after)) and (parts == 1 or min(sizes) >= overlap):
             return sizes
-        if min(sizes) < overlap:
+        if parts > 1 and min(sizes) < overlap:
             raise GraphError(
                 f"a {length}-frame segment cannot be split into pieces of at most {max_frames} frames "
                 f"with an overlap of {overlap}; reduce the overlap")
@@ -208,11 +216,14 @@ def _collage_nodes(segments: Sequence[tuple[str, int]], overlap: int, max_frames
     parts: list[tuple[str, int]] = []
     timeline: list[Segment] = []
     start = 0
-    for prompt, frames in segments:
+    left, right = overlap // 2, overlap - overlap // 2  # a boundary's overlap: `left` before, `right` after
+    for i, (prompt, frames) in enumerate(segments):
         frames = int(frames)
         timeline.append(Segment(prompt, start, start + frames))
         start += frames
-        for size in _split_segment(frames, overlap, max_frames):
+        head = left if (loop or i > 0) else 0
+        tail = right if (loop or i < len(segments) - 1) else 0
+        for size in _split_segment(frames, overlap, max_frames, head, tail):
             parts.append((prompt, size))
     total = start
     if loop and len(parts) == 1:
@@ -222,7 +233,6 @@ def _collage_nodes(segments: Sequence[tuple[str, int]], overlap: int, max_frames
             raise GraphError(f"a loop of {size} frames is too short for an overlap of {overlap} frames "
                              f"(it needs at least {2 * max(overlap, 1)})")
         parts = [(prompt, size // 2), (prompt, size - size // 2)]
-    left, right = overlap // 2, overlap - overlap // 2  # a boundary's overlap: `left` before, `right` after
     n = len(parts)
 
     bounds = np.cumsum([0] + [size for _, size in parts])
@@ -361,7 +371,8 @@ def _taper_weights(graph: FactorGraph, weights: list[np.ndarray], taper: int) ->
         b = np.minimum(1.0, (q + 1) / (m + 1))  # right factor: rising over the first m frames
         weights[left][-L:] = a
         weights[right][:L] = b
-        weights[nf + i][:] = 1.0 - a - b
+        rest = 1.0 - a - b
+        weights[nf + i][:] = np.where(np.abs(rest) < 1e-12, 0.0, rest)  # a full taper leaves no variable
 
 
 def _harmonised(graph: FactorGraph, nodes: list[WeightedNode], window: int, plateau: int,

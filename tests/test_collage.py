@@ -1,13 +1,16 @@
 """The collage denoiser, checked on a Gaussian AR model whose exact answers are known."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from motion_collage.analytic import GaussianPieceDenoiser, ar_autocovariance, toeplitz_covariance
-from motion_collage.collage import CollageDenoiser
+from motion_collage.collage import CollageDenoiser, LayoutDenoiser
 from motion_collage.denoiser import CallCounter, PieceConditions, as_sequence_denoiser
-from motion_collage.graph import FactorGraph, Node, chain, cycle
-from motion_collage.ops import build_layout, gather_pieces, merge_pieces
+from motion_collage.graph import FactorGraph, MergeRule, Node, chain, cycle, merge_plan
+from motion_collage.ops import build_layout, build_weighted_layout, gather_pieces, merge_pieces
 from motion_collage.samplers import karras_sigmas, sample_ddim
 
 
@@ -184,3 +187,57 @@ def test_collage_does_not_mutate_inputs(ar1):
     x_copy = x.clone()
     CollageDenoiser(den, [g])(x, torch.tensor([1.0]))
     torch.testing.assert_close(x, x_copy, rtol=0, atol=0)
+
+
+def test_one_segment_chain_that_fits_is_plain_sampling(ar1):
+    """A segment that fits the window is one piece: the collage is the plain sampler, bit for bit."""
+    _, den = ar1
+    g = chain([("walk", 60)], overlap=8, max_frames=64)
+    x = torch.randn(1, 60, 2, generator=torch.Generator().manual_seed(4))
+    sigmas = karras_sigmas(12, 0.01, 10.0)
+    plain = sample_ddim(as_sequence_denoiser(den, ["walk"]), x, sigmas)
+    torch.testing.assert_close(sample_ddim(CollageDenoiser(den, [g]), x, sigmas), plain, rtol=0, atol=0)
+
+
+def test_one_segment_collage_equals_plain_sampling_with_mdm(tmp_path):
+    """Through the pipeline with a (tiny) MDM: collage of one 150-frame prompt == naive sampling."""
+    import mdm_adapter
+    from motion_collage.pipeline import generate_motions
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_model import build_tiny_model
+
+    torch.set_default_dtype(torch.float32)  # the float64 fixture restores its own default afterwards
+    model = mdm_adapter.load(build_tiny_model(tmp_path / "tiny"))
+    rows = [[("a person walks forward", 150)]]
+    out = {m: generate_motions(model, rows, method=m, steps=5, seed=3) for m in ("collage", "naive")}
+    np.testing.assert_array_equal(out["collage"].features, out["naive"].features)
+    assert out["collage"].generation.frame_evaluations == 5 * 150  # one piece, no overlap
+
+
+@pytest.mark.parametrize("rule", [MergeRule("taper", taper=5), MergeRule("harmonise", window=24, plateau=8)])
+def test_every_merge_rule_is_the_identity_on_identical_pieces(ar1, rule):
+    """Weights sum to 1 on every frame, so pieces that all predict the sequence return it."""
+    graphs = [cycle([("a", 20), ("b", 13)], 6, 64), chain([("a", 9), ("b", 30), ("c", 11)], 4, 64)]
+    layout = build_weighted_layout([(g.num_frames, merge_plan(g, rule, 64)) for g in graphs])
+    x = torch.randn(2, 50, 5)
+    x[0, 33:] = 0
+    torch.testing.assert_close(merge_pieces(gather_pieces(x, layout), layout), x)
+
+
+def test_harmonised_collage_still_makes_one_call_per_step(ar1):
+    _, den = ar1
+    counter = CallCounter(den)
+    graphs = [chain([("a", 30), ("b", 30)], 8, 64), chain([("a", 20)] * 5, 8, 64)]
+    collage = CollageDenoiser(counter, graphs, merge=MergeRule("harmonise", window=20, plateau=8), max_frames=64)
+    sample_ddim(collage, torch.randn(2, collage.num_frames, 3), karras_sigmas(7, 0.01, 10.0))
+    assert counter.calls == 7
+    assert counter.pieces == 7 * ((2 + 1) + (5 + 4))  # each covered variable node replaced by its window
+
+
+def test_exact_merge_rule_is_the_signed_merge(ar1):
+    _, den = ar1
+    g = cycle([("a", 20), ("b", 28)], 6, 64)
+    x, sigma = torch.randn(1, 48, 2), torch.tensor([0.4])
+    plan = merge_plan(g, MergeRule(), 64)
+    weighted = LayoutDenoiser(den, build_weighted_layout([(g.num_frames, plan)]))
+    torch.testing.assert_close(weighted(x, sigma), CollageDenoiser(den, [g])(x, sigma), rtol=0, atol=1e-12)

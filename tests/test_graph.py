@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from motion_collage.graph import FactorGraph, GraphError, Node, chain, cycle, single
+from motion_collage.graph import FactorGraph, GraphError, MergeRule, Node, chain, cycle, merge_plan, single
 
 
 def test_chain_layout_centres_overlaps_on_boundaries():
@@ -108,3 +108,71 @@ def test_degrees_equal_the_brute_force_containment_count(loop):
 def test_a_chain_of_ten_thousand_segments_builds_in_linear_memory():
     g = chain([("a", 40)] * 10_000, overlap=20, max_frames=196)
     assert len(g.variables) == 9_999 and set(g.degrees) == {2}
+
+
+@pytest.mark.parametrize("frames", [40, 177, 196])
+def test_a_segment_that_fits_the_window_is_one_piece(frames):
+    g = chain([("walk", frames)], overlap=20, max_frames=196)
+    assert [(f.start, f.length) for f in g.factors] == [(0, frames)] and not g.variables
+
+
+def test_pieces_reserve_overlap_only_where_there_is_a_neighbour():
+    g = chain([("walk", 186), ("run", 80)], overlap=20, max_frames=196)  # 186 + 10 = 196: still one piece
+    assert [(f.start, f.length) for f in g.factors] == [(0, 196), (176, 90)]
+    g = chain([("walk", 187), ("run", 80)], overlap=20, max_frames=196)  # one frame more: split in two
+    assert [f.length for f in g.factors] == [104, 113, 90] and g.max_piece <= 196
+    assert [f.length for f in chain([("walk", 197)], 20, 196).factors] == [109, 108]
+
+
+def test_a_short_single_segment_needs_no_overlap_room():
+    g = chain([("walk", 10)], overlap=20, max_frames=196)
+    assert len(g.factors) == 1 and not g.variables
+    with pytest.raises(GraphError, match="fewer than the overlap"):
+        chain([("walk", 10), ("run", 50)], overlap=20, max_frames=196)
+
+
+def _check_plan(g, rule, max_frames=196):
+    plan = merge_plan(g, rule, max_frames)
+    total = np.zeros(g.num_frames)
+    for n in plan:
+        np.add.at(total, n.frames(g.num_frames), n.weights)
+        assert n.length <= max_frames and n.weights.shape == (n.length,)
+    np.testing.assert_allclose(total, 1.0, atol=1e-12)
+    return plan
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_merge_plans_sum_to_one_on_every_frame(loop):
+    build = cycle if loop else chain
+    for segments in ([("a", 80), ("b", 60), ("c", 80)], [("a", 45), ("b", 30), ("a", 50)], [("a", 400)], [("a", 60)]):
+        g = build(segments, overlap=20, max_frames=196)
+        for rule in (MergeRule(), MergeRule("taper", taper=10), MergeRule("taper", taper=20),
+                     MergeRule("harmonise", window=60, plateau=30), MergeRule("harmonise", window=80, plateau=80)):
+            _check_plan(g, rule)
+
+
+def test_exact_plan_is_the_signed_merge_and_taper_removes_the_switch():
+    g = chain([("walk", 80), ("wave", 60)], overlap=20, max_frames=196)
+    exact = _check_plan(g, MergeRule())
+    assert [float(n.weights[0]) for n in exact] == [1.0, 1.0, -1.0]
+    walk, wave, var = _check_plan(g, MergeRule("taper", taper=10))
+    # the walk factor fades out over the last 10 frames of the overlap: 10/11 ... 1/11, then absent
+    np.testing.assert_allclose(walk.weights[-10:], np.arange(10, 0, -1) / 11)
+    np.testing.assert_allclose(wave.weights[:10], np.arange(1, 11) / 11)
+    assert walk.weights[:-10].min() == 1
+    np.testing.assert_allclose(var.weights, 1 - walk.weights[-20:] - wave.weights[:20])
+    full = _check_plan(g, MergeRule("taper", taper=20))  # a taper over the whole overlap: a cross-fade
+    assert len(full) == 2
+
+
+def test_harmonise_window_replaces_the_middle_and_takes_the_shared_prompt():
+    g = chain([("walk", 80), ("wave", 60)], overlap=20, max_frames=196)
+    plan = _check_plan(g, MergeRule("harmonise", window=60, plateau=30))
+    window = plan[-1]
+    assert (window.start, window.length, window.prompt) == (50, 60, None)
+    assert np.all(window.weights[15:45] == 1) and window.weights[0] == pytest.approx(1 / 16)
+    assert all(n.prompt is not None for n in plan[:-1])  # the variable node is covered: not evaluated
+    split = _check_plan(chain([("walk", 400)], 20, 196), MergeRule("harmonise", window=60, plateau=30))
+    assert [n.prompt for n in split[-2:]] == ["walk", "walk"]  # a split segment keeps its prompt
+    with pytest.raises(GraphError, match="unknown merge"):
+        MergeRule("soft")
