@@ -12,6 +12,11 @@ are NOT comparable with published HumanML3D ones); the official evaluator is ``-
 t2m/text_mot_match/model/finest.tar --glove_dir glove --evaluator_stats DIR`` (``DIR`` holding
 ``t2m_mean.npy``/``t2m_std.npy`` or ``meta/mean.npy``).
 
+``--protocol mdm|diffcollage|flowmdm|ours`` takes every setting left unset from a published table's
+protocol (:mod:`eval.suites.presets`, each value with its source; ``--suite`` defaults to the
+protocol's); a flag given explicitly wins and the run is then named ``"mdm (modified: ...)"``. The
+header of ``results.md``, ``results.json`` (``preset``) and ``run.log`` name the protocol.
+
 ``--method_options`` is JSON mapping a method of ``--methods`` to options of that method (names from
 its options dataclass, e.g. ``collage``: overlap, transition; ``doubletake``: overlap, blend):
 durations in seconds (``1.5``) or frames as strings (``"40f"``), e.g.

@@ -85,7 +85,7 @@ def test_explicit_flags_win_and_the_run_is_named_modified():
 
 @pytest.mark.parametrize("protocol, suite, given, message", [
     ("mdm", "long", {}, "protocol 'mdm' is defined for the single suite, not long; use --suite single"),
-    ("ours", None, {}, "protocol 'ours' runs any suite; pass --suite"),
+    ("ours", None, {}, "protocol 'ours' runs any suite; pass --suite (one of ['single', "),
     ("flowmdm", None, {}, "protocol 'flowmdm' needs --scenes FILE: FlowMDM's scene file"),
     ("paper", None, {}, "unknown protocol 'paper'; expected one of ['mdm', 'diffcollage', 'flowmdm', 'ours']"),
 ])

@@ -6,7 +6,8 @@ suite      per replication
 single     ``samples_per_rep`` (caption, length) pairs drawn from the test split; one clip each, of
            the caption's real clip length. R-precision top-1/2/3 (batches of 32), MM-Dist, FID
            against the test split, diversity. Plus a shuffled-text control: the same motions scored
-           against a derangement of their captions.
+           against a derangement of their captions. Optionally (``mm_batches``) MultiModality, and MDM's
+           evaluation lengths and padding (``lengths``, ``padding``; the ``mdm`` protocol).
 long       the paper's long-motion benchmark: per drawn test caption a ``long_seconds`` (24 s) motion,
            every node on the same prompt (``transition="prompt"`` for the collage); a random crop of
            the caption's real clip length is scored like ``single``.
@@ -19,6 +20,9 @@ loop       looped motions of ``loop_seconds``: the window across the seam (last 
            PJ, AUJ, transition FID; plus R-precision/MM-Dist/FID of the whole loop. The baseline
            ``concat`` generates a plain (open) motion and joins its end to its start.
 =========  ==========================================================================================
+
+Protocol presets (the settings of each published table, with sources): :mod:`eval.suites.presets`;
+FlowMDM's scene files: :mod:`eval.suites.flowmdm`.
 
 Every suite also gets a ``real`` row: the same scores computed on real test motions. Numbers from
 our Bandai Namco evaluator are NOT comparable with published HumanML3D numbers.

@@ -132,7 +132,10 @@ def resolve(protocol: Optional[str], suite: Optional[str], given: Mapping[str, A
     preset = get_preset(protocol or DEFAULT_PROTOCOL)
     if suite is None:
         if preset.suite is None:
-            raise ValueError(f"protocol {preset.name!r} runs any suite; pass --suite")
+            from .base import SUITES
+            named = [p.name for p in PRESETS.values() if p.suite is not None]
+            raise ValueError(f"protocol {preset.name!r} runs any suite; pass --suite (one of {list(SUITES)}) or a "
+                             f"--protocol that names one ({named})")
         suite = preset.suite
     if preset.suite is not None and suite != preset.suite:
         raise ValueError(f"protocol {preset.name!r} is defined for the {preset.suite} suite, not {suite}; "
