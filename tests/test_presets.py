@@ -232,3 +232,38 @@ def test_a_protocol_for_another_suite_is_one_line(env, tmp_path, capsys):
     assert code == 2 and err == ("error: protocol 'mdm' is defined for the single suite, not long; use --suite single "
                                  "or drop --protocol")
     assert not out.exists()
+
+
+def test_flowmdm_r_precision_rule():
+    from eval.suites.flowmdm import flowmdm_matching
+    rng = np.random.default_rng(0)
+    text, motion = rng.normal(size=(64, 5)), rng.normal(size=(64, 5))
+    names = [f"caption {i}" for i in range(64)]
+    r, mm = flowmdm_matching(text, motion, names, [5] * 64, 32)
+    plain = M.matching_scores(text, motion, 32)
+    assert np.allclose(r, plain.r_precision) and mm == pytest.approx(plain.mm_dist)   # distinct, full batches
+    r, mm = flowmdm_matching(text[:40], motion[:40], names[:40], [5] * 40, 32)
+    assert mm == pytest.approx(M.mm_dist(text[:40], motion[:40]))                     # the last 8 pairs count
+    tail = M.r_precision_counts(text[32:40], motion[32:40])
+    assert np.allclose(r * 40, M.r_precision_counts(text[:32], motion[:32]) + tail)
+    dup = ["a", "a", "b", "c"]                  # one "a" is ranked; counts scaled by 4 / 3
+    r, _ = flowmdm_matching(text[:4], motion[:4], dup, [5] * 4, 4)
+    keep = [0, 2, 3]
+    assert np.allclose(r * 4, M.r_precision_counts(text[keep], motion[keep]) * 4 / 3)
+
+
+def test_the_flowmdm_preset_scores_segments_by_its_rule(env, tmp_path):
+    data, ref = _reference(env)
+    texts = [c for c, _ in CAPTIONS]
+    path = _flowmdm_file(tmp_path / "s.json", [{"id": i, "text": texts, "lengths": [40, 44, 48, 52, 56]}
+                                                for i in range(3)])
+    values = resolve("flowmdm", None, {"scenes": str(path), "transition_window": 20, "diversity_pairs": 6}).values
+    suite = make_suite("compose", values)
+    assert suite.r_precision == "flowmdm" and suite.real_jerk == 0.033031363
+    rows = suite.rows(data, 0)
+    rng = np.random.default_rng(1)
+    motions = [0.05 * rng.normal(size=(r.num_frames, 263)) for r in rows]
+    out = suite.score(rows, motions, ref, 0).metrics
+    plain = make_suite("compose", {**values, "r_precision": "batches"}).score(rows, motions, ref, 0).metrics
+    assert out["fid"] == plain["fid"] and out["tr_fid"] == plain["tr_fid"]
+    assert out["top1"] != plain["top1"] or out["mm_dist"] != plain["mm_dist"]   # 15 segments, 5 distinct captions

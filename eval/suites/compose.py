@@ -17,9 +17,12 @@ from eval.data import random_unit_crop
 from eval.scenes import GROUPS, Scene, build_scenes, save_scenes
 
 from .base import MAX_BATCH, Plan, WindowedSuite, check_whole, register_suite, setting
-from .flowmdm import scene_file
+from .flowmdm import flowmdm_scores, scene_file
 from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, check_motions, matching_metrics,
                       motion_joints, rng_for, transition_scores)
+
+
+R_PRECISION_RULES = ("batches", "flowmdm")
 
 
 @register_suite
@@ -33,6 +36,9 @@ class ComposeSuite(WindowedSuite):
                                choices=GROUPS)
     scenes: Optional[str] = setting(None, "scenes JSON to use instead of building them")
     scenes_per_batch: int = setting(1, "scenes generated together")
+    r_precision: str = setting("batches", "R-precision and MM-Dist over full batches (batches) or by FlowMDM's rule: "
+                                          "distinct captions per batch, last batch kept (flowmdm)",
+                               choices=R_PRECISION_RULES)
 
     name = "compose"
     summary = "scenes of consecutive test captions; segments as single, transitions: FID, jerk, PJ, AUJ"
@@ -49,6 +55,8 @@ class ComposeSuite(WindowedSuite):
         if self.scene_group not in GROUPS:
             raise ValueError(f"unknown scene group {self.scene_group!r}; expected one of {list(GROUPS)}")
         check_whole("scenes_per_batch", self.scenes_per_batch, 1, "", MAX_BATCH)
+        if self.r_precision not in R_PRECISION_RULES:
+            raise ValueError(f"unknown r_precision {self.r_precision!r}; expected one of {list(R_PRECISION_RULES)}")
 
     @property
     def rows_per_batch(self) -> int:
@@ -118,7 +126,7 @@ class ComposeSuite(WindowedSuite):
             for lo in self._windows(r):
                 win_feats.append(m[lo:lo + w])
                 win_joints.append(joints[lo:lo + w])
-        out = matching_metrics(ref.embedder.texts(seg_tokens), ref.embedder.motions(segs), ref.motion_emb, self, rng)
+        out = self.segment_metrics(rows, seg_tokens, ref.embedder.motions(segs), ref, rng)
         if not win_feats:
             raise ValueError(f"no transition window of {w} frames fits inside the scenes")
         tr, curve = transition_scores(win_feats, win_joints, ref, w, self, rng)
@@ -131,14 +139,22 @@ class ComposeSuite(WindowedSuite):
         by_name = ref.data.by_name()
         segs = [random_unit_crop(by_name[c].features, rng) for r in rows for c in r.clips]
         tokens = [t for r in rows for t in r.tokens]
-        out = matching_metrics(ref.embedder.texts(tokens), ref.embedder.motions(segs), ref.motion_emb, self,
-                               rng_for(self.seed, rep, METRICS))
+        out = self.segment_metrics(rows, tokens, ref.embedder.motions(segs), ref, rng_for(self.seed, rep, METRICS))
         n = sum(len(r.boundaries) for r in rows)
         feats, joints = ref.window_crops(self.transition_window, max(n, 2), rng)
         tr, curve = transition_scores(list(feats), list(joints), ref, self.transition_window, self, rng)
         out.update(tr)
         out["transitions"] = float(len(feats))
         return Scored(out, {"transition_jerk": curve})
+
+    def segment_metrics(self, rows: Sequence[Row], tokens: list, emb, ref: Reference, rng) -> dict[str, float]:
+        """Matching scores of every segment (``r_precision`` rule), FID and diversity."""
+        text_emb = ref.embedder.texts(tokens)
+        out = matching_metrics(text_emb, emb, ref.motion_emb, self, rng)
+        if self.r_precision == "flowmdm":
+            texts = [p for r in rows for p, _ in r.segments]
+            out.update(flowmdm_scores(text_emb, emb, texts, tokens, self.r_precision_batch))
+        return out
 
     def describe(self, notes: Mapping[str, Any]) -> str:
         return (f"Scenes: {notes.get('scenes', '')}, group {self.scene_group}, "

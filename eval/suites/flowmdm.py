@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
+
+from eval import metrics as M
 from eval.scenes import SCENES_FORMAT, Scene, SceneSegment, load_scenes
 
 from .scoring import SplitData
@@ -132,3 +135,46 @@ def scene_file(path: str | Path, data: SplitData, group: str) -> list[Scene]:
     raise ValueError(f"{path} has format {found!r}, expected {SCENES_FORMAT!r} or a FlowMDM scene file "
                      "(a list of {\"text\": [...], \"lengths\": [...]} objects)")
 
+
+
+# --------------------------------------------------------------------------------------------
+# FlowMDM's R-precision
+# --------------------------------------------------------------------------------------------
+
+def flowmdm_matching(text_emb: np.ndarray, motion_emb: np.ndarray, captions: Sequence[str],
+                     caption_lengths: Sequence[int], batch_size: int = 32, top_k: int = 3) -> tuple[np.ndarray, float]:
+    """R-precision top-1..k [top_k] and MM-Dist as FlowMDM's ``evaluate_matching_score`` computes them.
+
+    Consecutive batches of ``batch_size`` aligned pairs [N, E], the last one kept even when
+    incomplete; each batch in its loader's order (caption length, longest first, ties in order).
+    Within a batch the ranking uses one row per distinct caption (the first after that order, the
+    captions sorted as ``np.unique`` sorts them) and its counts are scaled by batch size / distinct
+    captions; MM-Dist is the mean own-pair distance over every pair.
+    """
+    text_emb, motion_emb = np.asarray(text_emb, np.float64), np.asarray(motion_emb, np.float64)
+    counts, dist_sum, n = np.zeros(top_k), 0.0, len(text_emb)
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        idx = idx[np.argsort(-np.asarray(caption_lengths)[idx], kind="stable")]
+        dist = M.euclidean_distance_matrix(text_emb[idx], motion_emb[idx])
+        dist_sum += float(np.trace(dist))
+        unique = np.unique(np.asarray([captions[i] for i in idx], dtype=object), return_index=True)[1]
+        sub = dist[unique][:, unique]
+        rank = np.argmax(np.argsort(sub, axis=1) == np.arange(len(sub))[:, None], axis=1)
+        counts += np.array([(rank < k).sum() for k in range(1, top_k + 1)]) * (len(idx) / len(unique))
+    return counts / n, dist_sum / n
+
+
+def caption_length(tokens: Sequence[str], max_tokens: int = 20) -> int:
+    """The evaluator's caption length: tokens (at most ``max_tokens``) plus sos and eos."""
+    return min(len(tokens), max_tokens) + 2
+
+
+def flowmdm_scores(text_emb: np.ndarray, motion_emb: np.ndarray, texts: Sequence[str],
+                   tokens: Sequence[Sequence[str]], batch_size: int = 32, prefix: str = "") -> dict[str, float]:
+    """``top1..3`` and ``mm_dist`` by FlowMDM's rule (:func:`flowmdm_matching`) for aligned pairs."""
+    r_precision, mm_dist = flowmdm_matching(text_emb, motion_emb, texts, [caption_length(t) for t in tokens],
+                                            batch_size)
+    out = {f"{prefix}top{k + 1}": float(v) for k, v in enumerate(r_precision)}
+    out[f"{prefix}mm_dist"] = mm_dist
+    return out
