@@ -267,3 +267,23 @@ def test_the_flowmdm_preset_scores_segments_by_its_rule(env, tmp_path):
     plain = make_suite("compose", {**values, "r_precision": "batches"}).score(rows, motions, ref, 0).metrics
     assert out["fid"] == plain["fid"] and out["tr_fid"] == plain["tr_fid"]
     assert out["top1"] != plain["top1"] or out["mm_dist"] != plain["mm_dist"]   # 15 segments, 5 distinct captions
+
+
+def test_a_flowmdm_run_reads_its_scene_file(env, tmp_path):
+    texts = [c for c, _ in CAPTIONS]
+    path = _flowmdm_file(tmp_path / "humanml_test_set.json",
+                         [{"id": i, "text": texts[i:i + 3], "lengths": [40, 48, 44], "scenario": "short"}
+                          for i in range(2)])
+    out = tmp_path / "flowmdm"
+    argv = ["--protocol", "flowmdm", "--scenes", str(path), "--methods", "collage", "--model_path", str(env["model"]),
+            "--evaluator", str(env["evaluator"]), "--replications", "1", "--sampler", "ddim", "--steps", "2",
+            "--transition_window", "20", "--diversity_pairs", "4", "--threads", "1", "--device", "cpu",
+            "--no_progress", "--output_dir", str(out)]
+    assert B.main(argv) == 0
+    md = (out / "results.md").read_text()
+    assert "Protocol `flowmdm (modified: replications 1, sampler ddim, steps 2, transition_window 20, " \
+           "diversity_pairs 4)`" in md
+    assert "AUJ reference jerk 0.0330" in md and "| collage |" in md
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["protocol"]["r_precision"] == "flowmdm" and payload["protocol"]["real_jerk"] == 0.033031363
+    assert payload["results"]["collage"]["transitions"]["values"] == [4.0]          # 2 scenes x 2 boundaries
