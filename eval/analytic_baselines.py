@@ -10,6 +10,11 @@ linear map M and the covariance ``M C0 M^T``; DoubleTake's second take adds fres
 that mode it runs its first take only. ``--channels N`` estimates by Monte Carlo over N
 independent channels instead (all methods on the same noise, DoubleTake complete).
 
+The collage appears once per merge rule: ``collage`` with its default merge and, when that is
+not the exact signed merge, ``collage[exact]`` (and ``collage[taper]``) beside it, so that the
+error a seamless merge adds on an exact model is printed next to the exact one. Lengths scale
+the default model's (overlap 20, harmonisation window 80, plateau 30 frames) by 8 / 20.
+
     python -m eval.analytic_baselines [--channels 0] [--steps 100]
 """
 from __future__ import annotations
@@ -21,13 +26,18 @@ import torch
 
 from motion_collage.analytic import GaussianPieceDenoiser, ar_autocovariance
 from motion_collage.methods import METHODS, Frames, SamplingSetup, total_frames
+from motion_collage.methods.collage import CollageOptions
 from motion_collage.samplers import karras_sigmas, prior_noise, sample_ddim
+from motion_core.cli import OneLineParser, run_cli
 
 SEGMENTS = [("a", 24), ("b", 24), ("c", 24), ("d", 24)]
 MAX_FRAMES = 32
 # The AR model has no frame rate: every duration here is given in frames.
+COLLAGE = {"overlap": Frames(8), "taper": Frames(4), "window": Frames(32), "plateau": Frames(12)}
 METHOD_OPTIONS = {
-    "collage": {"overlap": Frames(8)},
+    "collage": COLLAGE,
+    **({} if CollageOptions.merge == "exact" else {"collage[exact]": {**COLLAGE, "merge": "exact"}}),
+    **({} if CollageOptions.merge == "taper" else {"collage[taper]": {**COLLAGE, "merge": "taper"}}),
     "average": {"overlap": Frames(8)},
     "doubletake": {"overlap": Frames(8), "blend": Frames(4)},
     "replacement": {"window": Frames(24)},
@@ -67,7 +77,8 @@ def run_study(channels: int = 0, steps: int = 100, phi: float = 0.9, max_lag: in
         setup = SamplingSetup(sample_ddim, sigmas, {"generator": torch.Generator().manual_seed(seed + 1)})
         if exact and name == "doubletake":
             options = {**options, "second_take": False}
-        out = METHODS[name](den, [SEGMENTS], noise, setup, max_frames=MAX_FRAMES, fps=1.0, options=options)
+        method = METHODS[name.split("[")[0]]
+        out = method(den, [SEGMENTS], noise, setup, max_frames=MAX_FRAMES, fps=1.0, options=options)
         x = out.motion[0].numpy()  # [T, channels]
         covs[name] = x @ x.T / (1 if exact else channels)
         stats[name] = {"sequential_calls": out.sequential_calls, "frame_evaluations": out.frame_evaluations}
@@ -81,21 +92,34 @@ def run_study(channels: int = 0, steps: int = 100, phi: float = 0.9, max_lag: in
     return stats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m eval.analytic_baselines", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=0,
                         help="0: exact covariances (default); N > 0: Monte Carlo over N samples")
     parser.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.channels < 0:
+        raise ValueError(f"--channels must be 0 (exact) or a positive sample count, got {args.channels}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     stats = run_study(args.channels, args.steps)
     mode = "exact covariances" if args.channels == 0 else f"{args.channels} samples"
-    print(f"AR(1) phi=0.9, segments {[f for _, f in SEGMENTS]}, window max 32, {args.steps} DDIM steps, "
-          f"{mode}; reference = naive")
-    print(f"{'method':<16}{'max boundary cov err':>22}{'max |var-1|':>14}{'seq. calls':>12}{'frame evals':>13}")
+    lines = [f"AR(1) phi=0.9, segments {[f for _, f in SEGMENTS]}, window max 32, {args.steps} DDIM steps, "
+             f"{mode}; reference = naive; collage default merge: {CollageOptions.merge}",
+             f"{'method':<16}{'max boundary cov err':>22}{'max |var-1|':>14}{'seq. calls':>12}{'frame evals':>13}"]
     for name, s in sorted(stats.items(), key=lambda kv: kv[1]["boundary_cov_error"]):
-        print(f"{name:<16}{s['boundary_cov_error']:>22.3f}{s['interior_var_error']:>14.3f}"
-              f"{s['sequential_calls']:>12}{s['frame_evaluations']:>13}")
+        lines.append(f"{name:<16}{s['boundary_cov_error']:>22.3f}{s['interior_var_error']:>14.3f}"
+                     f"{s['sequential_calls']:>12}{s['frame_evaluations']:>13}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    return run_cli(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

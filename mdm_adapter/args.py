@@ -95,6 +95,8 @@ class MDMArgs:
     dropout: float = 0.1
     text_feature_dim: Optional[int] = None
     text_encoder_file: str = "text_encoder.safetensors"
+    # The longest piece the collage gives the model (frames); None: the dataset's maximum clip length.
+    max_piece_frames: Optional[int] = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +128,9 @@ class MDMArgs:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_piece_frames is not None and not 1 <= self.max_piece_frames <= self.spec.max_frames:
+            raise ValueError(f"max_piece_frames must be in [1, {self.spec.max_frames}] (the {self.dataset} clip "
+                             f"maximum), got {self.max_piece_frames}; remove the key to use the maximum")
         if self.latent_dim % self.num_heads:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.cond_mask_prob < 1.0:
@@ -136,6 +141,11 @@ class MDMArgs:
     def spec(self) -> DatasetSpec:
         """Constants of the dataset the model was trained on."""
         return get_spec(self.dataset)
+
+    @property
+    def piece_frames(self) -> int:
+        """The longest piece to give the model: ``max_piece_frames``, else the dataset's maximum."""
+        return self.spec.max_frames if self.max_piece_frames is None else int(self.max_piece_frames)
 
     @property
     def feature_dim(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,7 +45,7 @@ class LoadedModel:
     network: MDM
     text_encoder: TextEncoder
     schedule: DiscreteSchedule
-    spec: DatasetSpec
+    spec: DatasetSpec  # the dataset's constants, with max_frames = the longest piece the model takes
     args: MDMArgs
     path: Path
     stats_paths: Optional[tuple[Path, Path]]  # (Mean.npy, Std.npy), or None when not found
@@ -58,7 +58,13 @@ class LoadedModel:
 
     @property
     def max_frames(self) -> int:
+        """The longest piece the model is given (``args.json`` key ``max_piece_frames``, else the
+        dataset's maximum clip length); ``spec.max_frames`` holds the same value."""
         return self.spec.max_frames
+
+    @property
+    def max_piece_frames(self) -> int:
+        return self.args.piece_frames
 
     @property
     def feature_dim(self) -> int:
@@ -149,7 +155,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", guidance_scale: O
     denoiser = MDMPieceDenoiser(network, text_encoder, schedule, guidance_scale=scale,
                                 supports_guidance=args.guidance_enabled, mask_frames=mask_frames)
     stats_paths, searched = find_stats(weights_path.parent, args.dataset, stats_dir)
-    return LoadedModel(denoiser, network, text_encoder, schedule, args.spec, args, weights_path,
+    # The model's window: graphs are built with spec.max_frames, so it is the usable piece length.
+    spec = replace(args.spec, max_frames=args.piece_frames)
+    return LoadedModel(denoiser, network, text_encoder, schedule, spec, args, weights_path,
                        stats_paths, searched)
 
 

@@ -241,3 +241,29 @@ def test_exact_merge_rule_is_the_signed_merge(ar1):
     plan = merge_plan(g, MergeRule(), 64)
     weighted = LayoutDenoiser(den, build_weighted_layout([(g.num_frames, plan)]))
     torch.testing.assert_close(weighted(x, sigma), CollageDenoiser(den, [g])(x, sigma), rtol=0, atol=1e-12)
+
+
+def test_max_piece_frames_of_args_json_sets_the_window_of_every_graph(tmp_path):
+    import json
+
+    import mdm_adapter
+    from motion_collage.pipeline import generate_motions
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_model import build_tiny_model
+
+    torch.set_default_dtype(torch.float32)
+    path = build_tiny_model(tmp_path / "tiny")
+    args_file = path.parent / "args.json"
+    values = json.loads(args_file.read_text())
+    assert mdm_adapter.load(path).max_frames == 196  # no key: the dataset's maximum
+    args_file.write_text(json.dumps({**values, "max_piece_frames": 100}))
+    model = mdm_adapter.load(path)
+    assert model.max_frames == model.spec.max_frames == model.max_piece_frames == 100
+    out = generate_motions(model, [[("a person walks forward", 150)]], steps=2, seed=0)
+    graph = out.generation.graphs[0]
+    assert graph.max_piece <= 100 and len(graph.factors) == 2
+    for bad in (0, 197, 1.5, True):
+        args_file.write_text(json.dumps({**values, "max_piece_frames": bad}))
+        with pytest.raises(ValueError, match="max_piece_frames") as info:
+            mdm_adapter.load(path)
+        assert "\n" not in str(info.value)

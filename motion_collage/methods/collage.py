@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from motion_core import defaults
+from motion_core.spec import HUMANML3D
 from motion_core.denoiser import PieceDenoiser
 from torch import Tensor
 
@@ -40,9 +41,9 @@ class CollageOptions:
 
     overlap: Duration = defaults.OVERLAP_SECONDS
     transition: str = "null"
-    merge: str = "exact"
+    merge: str = "harmonise"  # chosen by measurement (issue 13): no snaps, PJ/AUJ below DoubleTake's
     taper: Duration = 0.5
-    window: Duration = 3.0
+    window: Duration = 4.0
     plateau: Duration = 1.5
 
     def __post_init__(self) -> None:
@@ -72,12 +73,16 @@ class AverageOptions:
         return {"overlap": to_frames(self.overlap, fps)}
 
 
+# The merge of CollageOptions() in frames at HumanML3D's 20 fps: the defaults of generate_collage.
+_MERGE_FRAMES = CollageOptions().merge_rule(HUMANML3D.fps)
+
+
 def generate_collage(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
                      max_frames: int, overlap: int, loop: bool = False, transition: str = "null",
-                     guidance: Guidance = None, merge: str = "exact", taper: int = 0, window: int = 0,
-                     plateau: int = 0) -> Generation:
+                     guidance: Guidance = None, merge: str = _MERGE_FRAMES.kind, taper: int = _MERGE_FRAMES.taper,
+                     window: int = _MERGE_FRAMES.window, plateau: int = _MERGE_FRAMES.plateau) -> Generation:
     """DiffCollage on a chain (or cycle) of the segments, merged by ``merge`` (lengths in frames;
-    see :func:`motion_collage.graph.merge_plan`)."""
+    see :func:`motion_collage.graph.merge_plan`; defaults: :class:`CollageOptions` at 20 fps)."""
     counter = CallCounter(piece_denoiser)
     graphs = timeline_graphs(rows, max_frames, overlap, loop, transition)
     check_noise(noise, graphs)
