@@ -8,7 +8,12 @@ weight of a frame is ``+1`` per covering factor and ``-(d_i - 1)`` per covering 
 
 :func:`chain` and :func:`cycle` build the graphs of a multi-action sequence and of a loop from
 a list of segments ``(prompt, frames)``; the segments tile the timeline and each boundary gets a
-variable node of ``overlap`` frames centred on it.
+variable node of ``overlap`` frames centred on it. A segment is split into several factors only
+when its piece would not fit the model's window.
+
+:func:`merge_plan` turns a graph and a :class:`MergeRule` into the pieces one collage step
+evaluates and the per-frame weight of each (the exact signed merge, a taper, or a harmonisation
+window over each overlap).
 """
 from __future__ import annotations
 

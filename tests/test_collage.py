@@ -267,3 +267,14 @@ def test_max_piece_frames_of_args_json_sets_the_window_of_every_graph(tmp_path):
         with pytest.raises(ValueError, match="max_piece_frames") as info:
             mdm_adapter.load(path)
         assert "\n" not in str(info.value)
+
+
+def test_analytic_baselines_cli_reports_the_exact_merge_beside_the_default(capsys):
+    from eval import analytic_baselines as A
+    from motion_collage.methods.collage import CollageOptions
+
+    assert A.main(["--steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --steps must be >= 1, got 0\n"
+    if CollageOptions.merge != "exact":
+        assert "collage[exact]" in A.METHOD_OPTIONS and A.METHOD_OPTIONS["collage[exact]"]["merge"] == "exact"

@@ -3,7 +3,9 @@
 =========== ========================================================= ====================
 method      what it does                                              sequential calls
 =========== ========================================================= ====================
-collage     DiffCollage: factors + variable nodes, signed merge       1 per step
+collage     DiffCollage: factors + variable nodes; by default the      1 per step
+            signed merge is harmonised at each overlap (merge="exact"
+            for the plain signed merge)
 average     MultiDiffusion: overlapping factors averaged per frame    1 per step
 independent each segment alone, concatenated (no overlap)             1 per step
 naive       the whole sequence as one model input                     1 per step
@@ -139,7 +141,7 @@ def collage_timeline(rows, max_frames: int, loop: bool, *, overlap: int, transit
 
 register_method(MethodSpec(
     "collage", generate_collage, CollageOptions, loops=True, timeline=collage_timeline,
-    summary="DiffCollage: factors + variable nodes, signed merge in x0 space"))
+    summary="DiffCollage: factors + variable nodes, signed merge in x0 space, harmonised at each overlap"))
 register_method(MethodSpec(
     "average", generate_average, AverageOptions, loops=True, timeline=collage_timeline,
     summary="MultiDiffusion: the same overlapping factors, overlaps averaged, no variable nodes"))
