@@ -316,6 +316,7 @@ def job_settings(job: Job, model, segments: list[tuple[str, int]], seconds: floa
             "overlap_frames": None if overlap is None else to_frames(overlap, model.spec.fps),
             "method_options": {**frame_kwargs, **({"loop": job.args.loop} if spec.loops else {})},
             "total_frames": sum(f for _, f in segments), "fps": model.spec.fps,
+            "max_piece_frames": model.max_piece_frames,
             "sampling_seconds": round(seconds, 3)}
 
 

@@ -84,7 +84,7 @@ def test_changing_the_window_rescores_from_the_cache(env, reference_run, tmp_pat
     new = json.loads((out / "results.json").read_text())["results"]
     old = json.loads((reference_run / "results.json").read_text())["results"]
     assert new["collage"]["fid"] == old["collage"]["fid"]               # segments unchanged
-    assert new["collage"]["tr_pj"] != old["collage"]["tr_pj"]           # transitions re-scored
+    assert new["collage"]["tr_auj"] != old["collage"]["tr_auj"]         # transitions re-scored
     assert len(json.loads((out / "results.json").read_text())["curves"]["collage"]["transition_jerk"]) == 21
 
 

@@ -40,6 +40,7 @@ def test_outputs_load_back_like_mdm_results(tiny, tmp_path, capsys):
     assert np.load(out / "features.npy").shape == (4, 110, 263)
     settings = json.loads((out / "args.json").read_text())
     assert settings["overlap_frames"] == 20 and settings["method"] == "collage"
+    assert settings["max_piece_frames"] == 196  # the tiny model's args.json has no max_piece_frames: the dataset's
     assert (out / "results.txt").read_text().count("\n") == 4
     assert sorted(p.name for p in out.glob("*.mp4")) == [f"sample{i:02d}_rep{j:02d}.mp4" for i in range(2) for j in range(2)]
     npz = np.load(out / "results.npz")  # the same data without pickle
