@@ -133,8 +133,17 @@ def test_scores_have_the_expected_keys(env, suite):
         controls = cfg.controls(rows, _stand_in(rows, test), ref, 0)
         assert list(controls) == (["shuffled text"] if suite == "single" else [])
     elif suite == "compose":
-        assert base | {"tr_fid", "tr_diversity", "tr_pj", "tr_auj", "transitions"} == set(scored.metrics)
+        steps = {"bd_step", "bd_over", "bd_flags", "in_flags"}
+        assert base | {"tr_fid", "tr_diversity", "tr_pj", "tr_auj", "transitions"} | steps == set(scored.metrics)
+        assert steps <= set(real.metrics)
         assert scored.metrics["transitions"] == 4 * 3
+        # a known snap: every joint moves 0.5 m along x (relative to the root) at each first boundary
+        snapped = [m.copy() for m in _stand_in(rows, test)]
+        for m, r in zip(snapped, rows):
+            m[r.boundaries[0]:, 4:67:3] += 0.5
+        snap = cfg.score(rows, snapped, ref, 0).metrics
+        assert snap["bd_step"] > 0.5 > scored.metrics["bd_step"]
+        assert snap["bd_over"] > scored.metrics["bd_over"]
         assert scored.curves["transition_jerk"].shape == (17,) and real.curves["transition_jerk"].shape == (17,)
     else:
         assert {"seam_pj", "interior_pj", "seam_auj", "interior_fid", "seam_jerk_peak"} <= set(scored.metrics)
@@ -160,6 +169,7 @@ def test_loop_seam_of_a_real_loop_is_smooth(env):
     j = cfg.score(rows, [jump] * 4, ref, 0).metrics
     assert j["seam_pj"] > 10 * j["interior_pj"]
     assert s["seam_pj"] < 2 * s["interior_pj"] + 1e-9
+    assert j["seam_step"] > 5 * s["seam_step"]  # the 0.17 m snap back at the seam vs a smooth 0.02 m
 
 
 def test_derangement_and_cache(tmp_path):

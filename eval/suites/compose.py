@@ -18,8 +18,8 @@ from eval.scenes import GROUPS, Scene, build_scenes, save_scenes
 
 from .base import MAX_BATCH, Plan, WindowedSuite, check_whole, register_suite, setting
 from .flowmdm import flowmdm_scores, scene_file
-from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, check_motions, matching_metrics,
-                      motion_joints, rng_for, transition_scores)
+from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, check_motions, discontinuity_scores,
+                      matching_metrics, motion_joints, rng_for, transition_scores)
 
 
 R_PRECISION_RULES = ("batches", "flowmdm")
@@ -43,8 +43,9 @@ class ComposeSuite(WindowedSuite):
     name = "compose"
     summary = "scenes of consecutive test captions; segments as single, transitions: FID, jerk, PJ, AUJ"
     default_methods = ("collage", "replacement", "reconstruction", "average", "doubletake", "naive")
-    table_metrics = ("top1", "top3", "fid", "diversity", "mm_dist", "tr_fid", "tr_diversity", "tr_pj", "tr_auj")
-    bar_metrics = ("top3", "fid", "tr_fid", "tr_pj", "tr_auj")
+    table_metrics = ("top1", "top3", "fid", "diversity", "mm_dist", "tr_fid", "tr_diversity", "tr_pj", "tr_auj",
+                     "bd_step", "bd_over", "bd_flags", "in_flags")
+    bar_metrics = ("top3", "fid", "tr_fid", "tr_pj", "tr_auj", "bd_step")
     jerk_curves = ("transition_jerk",)
 
     def __post_init__(self) -> None:
@@ -117,12 +118,13 @@ class ComposeSuite(WindowedSuite):
         check_motions(rows, motions)
         rng = rng_for(self.seed, rep, METRICS)
         w = self.transition_window
-        segs, seg_tokens, win_feats, win_joints = [], [], [], []
+        segs, seg_tokens, win_feats, win_joints, all_joints = [], [], [], [], []
         for r, m in zip(rows, motions):
             bounds = [0] + r.boundaries + [r.num_frames]
             segs += [m[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
             seg_tokens += list(r.tokens)
             joints = motion_joints(m, ref.data.spec)
+            all_joints.append(joints)
             for lo in self._windows(r):
                 win_feats.append(m[lo:lo + w])
                 win_joints.append(joints[lo:lo + w])
@@ -131,6 +133,7 @@ class ComposeSuite(WindowedSuite):
             raise ValueError(f"no transition window of {w} frames fits inside the scenes")
         tr, curve = transition_scores(win_feats, win_joints, ref, w, self, rng)
         out.update(tr)
+        out.update(discontinuity_scores(all_joints, [r.boundaries for r in rows], ref, "bd"))
         out["transitions"] = float(len(win_feats))
         return Scored(out, {"transition_jerk": curve})
 
@@ -144,6 +147,8 @@ class ComposeSuite(WindowedSuite):
         feats, joints = ref.window_crops(self.transition_window, max(n, 2), rng)
         tr, curve = transition_scores(list(feats), list(joints), ref, self.transition_window, self, rng)
         out.update(tr)
+        # real crops: their middle frame stands for a boundary
+        out.update(discontinuity_scores(list(joints), [[self.transition_window // 2]] * len(joints), ref, "bd"))
         out["transitions"] = float(len(feats))
         return Scored(out, {"transition_jerk": curve})
 

@@ -18,7 +18,7 @@ from motion_collage.methods import METHODS, get_method, loop_methods
 
 from .base import MethodCall, WindowedSuite, check_seconds, register_suite, setting
 from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, caption_rows, check_motions,
-                      matching_metrics, motion_joints, rng_for, transition_scores)
+                      discontinuity_scores, matching_metrics, motion_joints, rng_for, transition_scores)
 
 CONCAT = "concat"
 CONCAT_METHOD = "collage"       # what the concat baseline generates (open), joined end to start when scored
@@ -34,8 +34,9 @@ class LoopSuite(WindowedSuite):
     name = "loop"
     summary = "loops of 6 s; the window across the seam against a window inside the loop"
     table_metrics = ("top3", "fid", "mm_dist", "seam_pj", "interior_pj", "seam_auj", "interior_auj", "seam_fid",
-                     "interior_fid", "seam_jerk_peak", "interior_jerk_peak")
-    bar_metrics = ("seam_pj", "interior_pj", "seam_auj", "interior_auj", "seam_fid")
+                     "interior_fid", "seam_jerk_peak", "interior_jerk_peak", "seam_step", "seam_over",
+                     "seam_flags", "in_flags")
+    bar_metrics = ("seam_pj", "interior_pj", "seam_auj", "interior_auj", "seam_fid", "seam_step")
     jerk_curves = ("seam_jerk", "interior_jerk")
 
     default_methods = ("collage", "average", "doubletake", CONCAT)     # the published comparison
@@ -91,6 +92,7 @@ class LoopSuite(WindowedSuite):
         out.update(seam)
         out.update(inner)
         out["seam_jerk_peak"], out["interior_jerk_peak"] = sj.seam_peak, sj.interior_peak
+        out.update(discontinuity_scores(tiled_joints, [[period]] * len(tiled_joints), ref, "seam"))
         return Scored(out, {"seam_jerk": seam_curve, "interior_jerk": inner_curve})
 
     def score_real(self, rows: Sequence[Row], ref: Reference, rep: int) -> Scored:
@@ -103,6 +105,8 @@ class LoopSuite(WindowedSuite):
             tr, curve = transition_scores(list(feats), list(joints), ref, self.transition_window, self, rng, prefix)
             out.update(tr)
             curves[prefix + "jerk"] = curve
+        # real crops: their middle frame stands for a seam
+        out.update(discontinuity_scores(list(joints), [[self.transition_window // 2]] * len(joints), ref, "seam"))
         return Scored(out, curves)
 
     def describe(self, notes: Mapping[str, Any]) -> str:

@@ -178,7 +178,17 @@ class Reference:
     real_jerk_override: float | None = None
     _motion_emb: np.ndarray | None = None
     _real_jerk: float | None = None
+    _step_quantile: float | None = None
     _windows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def step_quantile(self) -> float:
+        """99.9th percentile of the single-frame step (largest joint move relative to the root) over
+        the real test clips: the reference of the discontinuity counts."""
+        if self._step_quantile is None:
+            joints = [motion_joints(c.features, self.data.spec) for c in self.data.clips]
+            self._step_quantile = M.step_reference(joints).quantile
+        return self._step_quantile
 
     @property
     def motion_emb(self) -> np.ndarray:
@@ -258,6 +268,25 @@ def transition_scores(windows_feats: list[np.ndarray], windows_joints: list[np.n
            f"{prefix}diversity": M.diversity(emb, min(settings.diversity_pairs, n), rng) if n >= 2 else float("nan"),
            f"{prefix}pj": M.peak_jerk(curve), f"{prefix}auj": M.area_under_jerk(curve, ref.real_jerk)}
     return out, curve
+
+
+def discontinuity_scores(joints: Sequence[np.ndarray], marks: Sequence[Sequence[int]], ref: Reference,
+                         name: str) -> dict[str, float]:
+    """Single-frame steps (eval.metrics.discontinuities) at the marked frame boundaries of each motion
+    [T, J, 3] and everywhere else: ``{name}_step`` the largest step near a mark (m), ``{name}_over``
+    steps above the real 99.9th percentile per mark, ``{name}_flags`` jumps + stalls + spikes per
+    mark, ``in_flags`` the same per 100 transitions away from the marks."""
+    big, over, flags, n_marks, in_flags, in_n = 0.0, 0, 0, 0, 0, 0
+    for j, m in zip(joints, marks):
+        found = M.discontinuities(j, {name: list(m)}, ref.step_quantile)
+        at, rest = found[name], found["interior"]
+        if at.transitions:
+            big = max(big, at.max_step)
+        over, flags, n_marks = over + at.over_reference, flags + at.jumps + at.stalls + at.spikes, n_marks + len(m)
+        in_flags, in_n = in_flags + rest.jumps + rest.stalls + rest.spikes, in_n + rest.transitions
+    per = max(n_marks, 1)
+    return {f"{name}_step": big, f"{name}_over": over / per, f"{name}_flags": flags / per,
+            "in_flags": 100.0 * in_flags / max(in_n, 1)}
 
 
 def caption_scores(rows: Sequence[Row], motions: Sequence[np.ndarray], ref: Reference, settings: MetricSettings,
