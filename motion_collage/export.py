@@ -38,7 +38,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from motion_collage.graph import Segment
-from motion_collage.render import check_results, load_results, results_row
+from motion_collage.render import check_results, load_results, parse_segments, results_row
 from motion_collage.representation import T2M_PARENTS, T2M_RAW_OFFSETS, check_joints
 from motion_core.atomic import check_output_file, staged_file
 from motion_core.cli import OneLineParser, UsageError, run_cli
@@ -312,23 +312,6 @@ def check_units(units) -> float:
     return UNITS[units]
 
 
-def _segments(segments, num_frames: int) -> list[Segment]:
-    """Segments (``graph.Segment`` or dicts with text, start, end in frames) inside the clip."""
-    out = []
-    for i, seg in enumerate(segments or []):
-        if isinstance(seg, Segment):
-            seg = {"text": seg.prompt, "start": seg.start, "end": seg.end}
-        try:
-            text, start, end = seg["text"], int(seg["start"]), int(seg["end"])
-        except (KeyError, TypeError, ValueError, OverflowError, IndexError):
-            raise ValueError(f"segment {i} is {seg!r:.80}; expected a dict with 'text', 'start', 'end' (frames)") from None
-        if not isinstance(text, str) or not 0 <= start < end:
-            raise ValueError(f"segment {i} is {seg!r:.80}; expected a text and frames 0 <= start < end")
-        if start < num_frames:
-            out.append(Segment(text, start, min(end, num_frames)))
-    return sorted(out, key=lambda s: s.start)
-
-
 # ---------------------------------------------------------------------------------------------
 # BVH text
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +399,7 @@ def _export(joints: np.ndarray, path: Path, fps_in: float, fps_out: Optional[flo
     fps_out = fps_in if fps_out is None else check_fps(fps_out, "fps_out")
     check_units(units)
     joints = check_joints(joints, HUMANML3D, min_frames=2 if loop else 1)
-    segs = _segments(segments, joints.shape[0])
+    segs = parse_segments(segments, joints.shape[0])
     frames = resample_joints(joints, fps_in, fps_out, loop)
     ratio = frames.shape[0] / joints.shape[0]
     segs = [Segment(s.prompt, int(round(s.start * ratio)), int(round(s.end * ratio))) for s in segs]

@@ -77,7 +77,7 @@ _SIZE = (640, 576)  # pixels of smpl_fit's mesh video and video_writer's default
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
-def _parse_segments(segments, num_frames: int) -> list[Segment]:
+def parse_segments(segments, num_frames: int) -> list[Segment]:
     """Segments (``graph.Segment`` or results dicts ``{"text", "start", "end"}``) clipped to
     ``num_frames`` and sorted by start."""
     out = []
@@ -294,7 +294,7 @@ def _check_panels(panels: Sequence[GridPanel], spec: DatasetSpec) -> list[GridPa
             if getattr(panel, name) is not None and not isinstance(getattr(panel, name), str):
                 raise ValueError(f"panel {k}: {name} is {_short(getattr(panel, name))}; expected a string or None")
         joints = _joints(panel.joints, spec)
-        out.append(GridPanel(joints, panel.title, _parse_segments(panel.segments, len(joints)),
+        out.append(GridPanel(joints, panel.title, parse_segments(panel.segments, len(joints)),
                              panel.caption, bool(panel.loop)))
     return out
 
@@ -806,7 +806,7 @@ def results_row(results: dict, sample: int, rep: int) -> tuple[np.ndarray, Optio
     texts = list(results["text"])
     caption = texts[row] if row < len(texts) else (texts[sample] if sample < len(texts) else None)
     segments = results.get("segments")
-    segs = _parse_segments(segments[row], length) if segments is not None and row < len(segments) else None
+    segs = parse_segments(segments[row], length) if segments is not None and row < len(segments) else None
     return joints, segs, caption, bool(results.get("loop", False))
 
 

@@ -151,7 +151,7 @@ def test_centimetres_scale_lengths_not_angles(tmp_path):
     (dict(joints=np.full((5, 22, 3), np.nan)), "joints contain NaN or inf values"),
     (dict(joints=np.zeros((5, 22, 3))), "joint 1 (LeftUpLeg) coincides with its parent Hips"),
     (dict(joints=walk(1), loop=True), "at least 2 are needed"),
-    (dict(segments=[{"text": "a", "start": 5, "end": 2}]), "expected a text and frames 0 <= start < end"),
+    (dict(segments=[{"text": "a", "start": 5, "end": 2}]), "expected 0 <= start < end"),
     (dict(path="x.txt"), "must end in .bvh"),
 ])
 def test_bad_input_raises_one_line_and_writes_nothing(tmp_path, kwargs, message):

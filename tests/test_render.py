@@ -13,7 +13,7 @@ import pytest
 
 from motion_collage.graph import Segment
 from motion_collage.render import (
-    _current_segment, _parse_segments, load_results, main, render_frame, render_skeleton, results_row,
+    _current_segment, parse_segments, load_results, main, render_frame, render_skeleton, results_row,
 )
 from motion_collage.representation import SMPL_NEUTRAL_REST_JOINTS
 
@@ -46,13 +46,13 @@ def test_video_has_every_frame_at_the_spec_rate(tmp_path, suffix, frames):
 
 
 def test_segments_pick_the_current_caption():
-    segs = _parse_segments([{"text": "b", "start": 10, "end": 30}, {"text": "a", "start": 0, "end": 12}], 25)
+    segs = parse_segments([{"text": "b", "start": 10, "end": 30}, {"text": "a", "start": 0, "end": 12}], 25)
     assert [(s.prompt, s.start, s.end) for s in segs] == [("a", 0, 12), ("b", 10, 25)]
     assert [_current_segment(segs, t) for t in (0, 9, 10, 11, 12, 24)] == [0, 0, 1, 1, 1, 1]
     with pytest.raises(ValueError, match="start 5, end 5"):
-        _parse_segments([{"text": "x", "start": 5, "end": 5}], 10)
+        parse_segments([{"text": "x", "start": 5, "end": 5}], 10)
     with pytest.raises(ValueError, match="'text', 'start', 'end'"):
-        _parse_segments([{"caption": "x"}], 10)
+        parse_segments([{"caption": "x"}], 10)
 
 
 def test_still_frame_and_bad_inputs(tmp_path):
