@@ -38,6 +38,7 @@ METHOD_OPTIONS = {
     "collage": COLLAGE,
     **({} if CollageOptions.merge == "exact" else {"collage[exact]": {**COLLAGE, "merge": "exact"}}),
     **({} if CollageOptions.merge == "taper" else {"collage[taper]": {**COLLAGE, "merge": "taper"}}),
+    **({} if CollageOptions.merge == "harmonise" else {"collage[harmonise]": {**COLLAGE, "merge": "harmonise"}}),
     "average": {"overlap": Frames(8)},
     "doubletake": {"overlap": Frames(8), "blend": Frames(4)},
     "replacement": {"window": Frames(24)},

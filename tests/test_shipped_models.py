@@ -29,23 +29,23 @@ def test_default_model_two_step_collage_generation():
 def test_default_model_golden_values():
     """A fixed-seed short collage on CPU: a regression in the shipped model's output fails here.
 
-    Values recorded with 1 thread (default merge "harmonise", max_piece_frames 120); 1 vs 2 threads
-    differ by ~2e-6 (summation order).
+    Values recorded with 1 thread (default exact merge; the same before and after the restructuring
+    of issue 17); 1 vs 2 threads differ by ~2e-6 (summation order).
     """
     model = mdm_adapter.load(SAVE / "default", device="cpu")
     rows = [[("a person walks forward", 30), ("a person waves the right hand", 30)]]
     out = generate_motions(model, rows, steps=10, seed=0)
     features, joints = out.features[0], out.joints[0]
     np.testing.assert_allclose(features[::15, :4], [
-        [-0.021555, 0.115191, -0.074601, -0.232175],
-        [0.162218, 0.032039, -0.462108, -0.122727],
-        [0.269343, -0.127555, -0.131555, -0.407087],
-        [0.236867, -0.179830, -0.470577, 0.182302]], atol=1e-4, rtol=0)
+        [0.135048, 0.186397, 0.611561, -0.185812],
+        [0.238471, 0.108102, 0.548418, -0.675209],
+        [0.095354, 0.024414, -0.235762, 0.422553],
+        [0.033210, -0.047570, -1.009565, 0.660787]], atol=1e-4, rtol=0)
     np.testing.assert_allclose(joints[[0, 30, 59]][:, [0, 21]].reshape(3, -1), [
-        [0.0, 0.867883, 0.0, -0.134027, 0.927591, 0.288733],
-        [-0.037371, 0.863890, 0.589818, -0.221789, 0.803000, 0.465608],
-        [-0.121871, 0.869807, 1.010594, -0.338963, 0.850135, 1.101949]], atol=1e-4, rtol=0)
-    assert abs(float(features.mean()) + 0.010519) < 1e-4 and abs(float(features.std()) - 0.748928) < 1e-4
+        [0.0, 0.868941, 0.0, -0.183473, 0.857743, 0.220433],
+        [0.015923, 0.882830, 1.279835, -0.392897, 1.177970, 1.418280],
+        [-0.002859, 0.886284, 1.332606, -0.276342, 0.851984, 1.408984]], atol=1e-4, rtol=0)
+    assert abs(float(features.mean()) - 0.029589) < 1e-4 and abs(float(features.std()) - 0.866090) < 1e-4
     assert out.generation.sequential_calls == 10
 
 
