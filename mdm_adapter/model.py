@@ -43,6 +43,11 @@ def sinusoidal_table(max_len: int, dim: int) -> Tensor:
     return table[:, None, :]
 
 
+def _on_meta() -> bool:
+    """Whether new tensors are created on the meta device (inside ``with torch.device("meta")``)."""
+    return torch.empty(0).device.type == "meta"
+
+
 class PositionalEncoding(nn.Module):
     """Adds rows 0..S-1 of the table to a sequence-first input, then dropout (train mode only).
 
@@ -52,7 +57,10 @@ class PositionalEncoding(nn.Module):
     def __init__(self, dim: int, dropout: float, max_len: int) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.register_buffer("pe", sinusoidal_table(max_len, dim), persistent=False)
+        # On the meta device (official_state_dict_keys) only the shape is needed: computing the
+        # table there runs torch's Python decompositions, 1.7-1.9 s and imports of dynamo/sympy.
+        table = torch.empty(max_len, 1, dim) if _on_meta() else sinusoidal_table(max_len, dim)
+        self.register_buffer("pe", table, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """x [S, B, dim] -> [S, B, dim]."""

@@ -82,6 +82,24 @@ def test_positional_table_check_values():
     torch.testing.assert_close(pe[999, 0, :6], want999, atol=1e-7, rtol=0)
 
 
+def test_meta_build_skips_the_table_and_real_build_keeps_it(monkeypatch):
+    """official_state_dict_keys needs shapes only: on the meta device the table is not computed
+    (there torch.arange runs Python decompositions: ~1.8 s and dynamo/sympy imports)."""
+    import mdm_adapter.model as model
+
+    real = sinusoidal_table(64, 32)
+
+    def refuse(*_):
+        raise AssertionError("sinusoidal_table called on the meta device")
+
+    monkeypatch.setattr(model, "sinusoidal_table", refuse)
+    keys = official_state_dict_keys(MDMArgs())
+    assert keys == paper_keys()
+    monkeypatch.undo()
+    enc = model.PositionalEncoding(32, 0.0, 64)
+    assert enc.pe.device.type == "cpu" and torch.equal(enc.pe, real)
+
+
 def test_tables_are_not_saved():
     _, net = tiny("trans_enc")
     assert not any(k.endswith(".pe") for k in net.state_dict())
