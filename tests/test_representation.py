@@ -165,3 +165,20 @@ def test_bad_inputs_raise_one_line_errors():
         rep.features_to_joints(np.zeros((4, 262)))
     with pytest.raises(TypeError):
         rep.features_to_joints([[0.0] * 263])
+
+
+@pytest.mark.parametrize("shape,axis,sigma", [((240, 3), 0, 20.0), ((7, 3), 0, 20.0), ((1, 3), 0, 20.0),
+                                              ((50, 4, 3), 1, 0.7), ((300,), 0, 2.5)])
+def test_gaussian_smoothing_matches_scipy(shape, axis, sigma):
+    """Our numpy smoothing (representation imports no scipy) gives scipy's numbers, short
+    sequences (radius 80 frames > length) included."""
+    from scipy.ndimage import gaussian_filter1d
+
+    x = np.random.default_rng(0).normal(size=shape)
+    want = gaussian_filter1d(x, sigma, axis=axis, mode="nearest")
+    np.testing.assert_allclose(rep.gaussian_filter1d(x, sigma, axis=axis), want, rtol=0, atol=1e-14)
+    x32 = x.astype(np.float32)
+    got32 = rep.gaussian_filter1d(x32, sigma, axis=axis)
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, gaussian_filter1d(x32, sigma, axis=axis, mode="nearest"), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rep.gaussian_filter1d(np.full(shape, 3.0), sigma, axis=axis), 3.0, atol=1e-14)
