@@ -22,9 +22,11 @@ import math
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .args import MDMArgs
+from .packing import Packing, attention_fn
 
 TokenText = tuple[Tensor, Tensor]  # (tokens [B, S, F], key_padding_mask [B, S] bool, True = padding)
 TextInput = Union[Tensor, TokenText]
@@ -186,17 +188,24 @@ class MDM(nn.Module):
         return time + self.embed_text(text)[None], None
 
     def forward(self, x: Tensor, timesteps: Tensor, text: TextInput,
-                frame_mask: Optional[Tensor] = None) -> Tensor:
+                frame_mask: Optional[Tensor] = None, packing: Optional[Packing] = None) -> Tensor:
         """Predict x0.
 
         x: [B, D, 1, N] normalised VP-scaled x_t; timesteps: [B] long; text: [B, F] or
         (tokens [B, S, F], padding [B, S]); frame_mask: [B, N] bool, True = real frame, or None
         (attend to all frames, as the released 2022 models always did). Returns [B, D, 1, N].
         Dropout (positional encoding, attention, feed-forward) is active in train mode.
+
+        packing (``trans_enc`` only): compute only the real frames of ``packing`` (built from the
+        frame mask, see :mod:`mdm_adapter.packing`) in one token stream; ``frame_mask`` is then
+        not used. The real frames get the same prediction as with the mask (within float
+        summation order); the other frames predict 0.
         """
         B, D, _, N = x.shape
         if D != self.feature_dim:
             raise ValueError(f"x has {D} features per frame, the model expects {self.feature_dim}")
+        if packing is not None:
+            return self._forward_packed(x, timesteps, text, packing)
         time = self.embed_timestep(timesteps)  # [1, B, d]
         cond, memory_padding = self._condition(time, text)  # [C, B, d]
         frames = self.input_process(x)  # [N, B, d]
@@ -221,6 +230,49 @@ class MDM(nn.Module):
             if prefix:
                 out = out[1:]
         return self.output_process(out)  # [B, D, 1, N]
+
+    def _forward_packed(self, x: Tensor, timesteps: Tensor, text: TextInput, packing: Packing) -> Tensor:
+        """The encoder on the packed stream: same layers and weights, real tokens only."""
+        if self.arch != "trans_enc":
+            raise ValueError("packed rows need arch 'trans_enc' (trans_dec cross-attends per row)")
+        B, D, _, N = x.shape
+        if (packing.rows, packing.frames) != (B, N):
+            raise ValueError(f"packing is for {packing.rows} rows x {packing.frames} frames, x has {B} x {N}")
+        cond, _ = self._condition(self.embed_timestep(timesteps), text)  # [1, B, d]
+        frames = self.input_process.poseEmbedding(x[packing.frame_row, :, 0, packing.frame_pos])  # [Nf, d]
+        h = frames.new_empty(packing.tokens, self.latent_dim)
+        h[packing.cond_token] = cond[0].to(h.dtype)
+        h[packing.frame_token] = frames
+        h = self.sequence_pos_encoder.dropout(h + self.sequence_pos_encoder.pe[packing.position, 0])
+        attend = attention_fn(packing)
+        for layer in self.seqTransEncoder.layers:
+            h = _packed_encoder_layer(layer, h, attend)
+        out = self.output_process.poseFinal(h[packing.frame_token])  # [Nf, D]
+        full = out.new_zeros(B, N, out.shape[-1])
+        full[packing.frame_row, packing.frame_pos] = out
+        return full.permute(0, 2, 1)[:, :, None, :]  # [B, D, 1, N]
+
+
+def _packed_encoder_layer(layer: nn.TransformerEncoderLayer, h: Tensor, attend) -> Tensor:
+    """One ``nn.TransformerEncoderLayer`` on a packed stream ``h [Nt, d]`` (its own weights and
+    order of operations: post-norm or pre-norm, its activation and dropouts)."""
+    sa = layer.self_attn
+    heads = sa.num_heads
+
+    def block(z: Tensor) -> Tensor:
+        qkv = F.linear(z, sa.in_proj_weight, sa.in_proj_bias).unflatten(-1, (3, heads, -1))
+        q, k, v = qkv.unbind(1)  # [Nt, H, hd]
+        a = attend(q, k, v, sa.dropout if sa.training else 0.0).flatten(1)
+        return layer.dropout1(sa.out_proj(a))
+
+    def feed_forward(z: Tensor) -> Tensor:
+        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(z)))))
+
+    if layer.norm_first:
+        h = h + block(layer.norm1(h))
+        return h + feed_forward(layer.norm2(h))
+    h = layer.norm1(h + block(h))
+    return layer.norm2(h + feed_forward(h))
 
 
 def official_state_dict_keys(args: MDMArgs) -> dict[str, tuple[int, ...]]:

@@ -38,7 +38,7 @@ class CountingNet(torch.nn.Module):
         super().__init__()
         self.net = net
         self.batch_sizes = []
-        for name in ("feature_dim", "text_dim", "text_tokens", "max_timestep_rows"):
+        for name in ("feature_dim", "text_dim", "text_tokens", "max_timestep_rows", "arch"):
             setattr(self, name, getattr(net, name))
 
     def forward(self, *args):
