@@ -14,7 +14,22 @@ Objective (as in MDM): x0 prediction under a discrete cosine VP schedule, t unif
 ``cond_mask_prob`` (the exact null condition used by classifier-free guidance). Clips are
 randomly cropped (length in [crop_min_frames, max_frames]), batches padded to their longest
 crop with a key-padding frame mask. AdamW with linear warm-up then cosine decay; EMA weights
-are the exported ones. Geometric losses of MDM are not implemented (all weights would be 0).
+are the exported ones.
+
+Options (all off by default, so older configs train as before):
+
+- ``content_balance``: clip sampling weight also ~ (clips of the clip's content label) ** -balance;
+  1 draws every content label about equally (needs the ``content`` array of train_arrays.npz).
+- ``speed_min`` / ``speed_max``: speed perturbation; each training crop is resampled in time by a
+  factor drawn log-uniformly from the range (2 = twice as fast, half the frames), velocity
+  features recomputed from the resampled positions and heading (:func:`resample_features`).
+- ``lambda_vel`` / ``lambda_fc``: MDM's geometric losses on the joints recovered from the
+  predicted x0 (:func:`geometric_losses`): joint velocity error and foot velocity where the data's
+  feet are in contact. The validation loss stays the plain x0 MSE, comparable across runs.
+- ``precision: "auto"``: a short fp32 vs bf16 matmul measurement at the start of every call picks
+  the faster (:func:`choose_precision`, printed); bf16 only when clearly faster.
+- ``init_from``: another run's ``checkpoint.pt`` or a shipped model folder (``save/default``); a
+  relative path is taken from the working directory, else from the repository root.
 
 Data: ``<data>/train_arrays.npz`` (see :mod:`prepare.build_default_dataset`), ``Mean.npy``,
 ``Std.npy`` and ``text_encoder.safetensors`` in the same folder.
@@ -44,8 +59,10 @@ from mdm_adapter.args import MDMArgs, check_field_types, check_range
 from mdm_adapter.model import MDM, drop_text
 from mdm_adapter.schedules import DiscreteSchedule
 from mdm_adapter.text_bow import BagOfWordsEncoder
+from motion_collage.representation import _rotate_y_inverse, features_to_joints
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.devices import resolve_device
+from motion_core.spec import HUMANML3D, DatasetSpec, feature_slices
 
 CHECKPOINT = "checkpoint.pt"
 LOSS_LOG = "loss.csv"
@@ -53,7 +70,10 @@ LOSS_FIELDS = ("step", "loss", "val_loss", "lr", "elapsed_s", "steps_per_s")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 # Settings a resumed run may change: bookkeeping, and max_steps (to extend or shorten a run; the
 # cosine decay is then recomputed for the new end, visible in the lr column of loss.csv).
-RESUMABLE_CHANGES = frozenset({"num_threads", "checkpoint_minutes", "log_every", "max_steps"})
+RESUMABLE_CHANGES = frozenset({"num_threads", "checkpoint_minutes", "log_every", "max_steps", "init_from"})
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRECISIONS = ("fp32", "bf16", "auto")
+BF16_MIN_SPEEDUP = 1.2  # "auto" takes bf16 only when its matmuls are this much faster than fp32
 POSITIVE_INTS = ("latent_dim", "layers", "num_heads", "ff_size", "diffusion_steps", "max_frames", "crop_min_frames",
                  "clip_min_frames", "batch_size", "num_threads", "log_every", "val_every", "val_clips")
 EXPORTED = ("model.safetensors", "args.json", "Mean.npy", "Std.npy", "text_encoder.safetensors", LOSS_LOG,
@@ -83,6 +103,11 @@ class TrainConfig:
     full_crop_prob: float = 0.5  # probability of the longest possible crop
     batch_len_quantile: float = 0.75  # crops are cut to this quantile of the batch's crops (less padding)
     group_balance: float = 0.5  # clip sampling weight ~ (source dataset size) ** -group_balance
+    content_balance: float = 0.0  # ... times (clips of the same content label) ** -content_balance
+    speed_min: float = 1.0  # speed perturbation: factor log-uniform in [speed_min, speed_max]
+    speed_max: float = 1.0
+    lambda_vel: float = 0.0  # MDM's joint-velocity loss weight
+    lambda_fc: float = 0.0  # MDM's foot-contact loss weight
     # optimisation
     batch_size: int = 32
     lr: float = 4e-4
@@ -93,13 +118,15 @@ class TrainConfig:
     adam_beta2: float = 0.999
     grad_clip: float = 1.0
     # "bf16": forward pass under bfloat16 autocast (about 2.3x faster on a CPU with AVX512-BF16,
-    # also on recent GPUs); weights, optimiser, EMA and the loss stay float32
+    # also on recent GPUs); weights, optimiser, EMA and the loss stay float32. "auto": measured
+    # at the start of each call (an AVX2-only CPU runs bf16 matmuls ~50x slower than fp32)
     precision: str = "fp32"
     max_steps: int = 4000
     ema_decay: float = 0.999
     seed: int = 0
-    # warm start: another run's checkpoint.pt whose EMA weights initialise this run ("" = none);
-    # a text feature that grew (new indicator words) gets zero weights for its new columns
+    # warm start: another run's checkpoint.pt (its EMA weights) or a shipped model folder such as
+    # "save/default" initialise this run ("" = none); relative: from the working directory, else
+    # the repository root. A text feature that grew (new indicator words) gets zero new columns
     init_from: str = ""
     # bookkeeping
     num_threads: int = 2
@@ -110,11 +137,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         for name in POSITIVE_INTS:
             check_range(name, getattr(self, name), 1)
-        for name in ("warmup_steps", "max_steps", "seed", "weight_decay", "grad_clip", "group_balance"):
+        for name in ("warmup_steps", "max_steps", "seed", "weight_decay", "grad_clip", "group_balance",
+                     "content_balance", "lambda_vel", "lambda_fc"):
             check_range(name, getattr(self, name), 0)
         for name in ("dropout", "cond_mask_prob", "adam_beta1", "adam_beta2", "ema_decay"):
             check_range(name, getattr(self, name), 0, 1, high_open=True)
@@ -122,6 +150,8 @@ class TrainConfig:
             check_range(name, getattr(self, name), 0, 1)
         check_range("batch_len_quantile", self.batch_len_quantile, 0, 1, low_open=True)
         check_range("lr", self.lr, 0, low_open=True)
+        check_range("speed_min", self.speed_min, 0.25, 1)
+        check_range("speed_max", self.speed_max, 1, 4)
         check_range("checkpoint_minutes", self.checkpoint_minutes, 0, low_open=True)
         DiscreteSchedule.from_name(self.noise_schedule, self.diffusion_steps)  # raises on an unknown name
         self.mdm_args(1)  # the network settings (dataset, heads dividing the width) are checked there
@@ -176,6 +206,7 @@ class MotionArrays:
     offsets: Tensor  # int64
     caption_offsets: Tensor  # int64 [n + 1], into the caption feature table
     group: Tensor  # int64 [n], source dataset of each clip
+    content: Optional[Tensor] = None  # int64 [n], content label of each clip (absent in older datasets)
 
     @property
     def num_clips(self) -> int:
@@ -219,11 +250,15 @@ def load_data(data_dir: str | Path, cfg: TrainConfig) -> TrainData:
             offsets=torch.from_numpy(np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)),
             caption_offsets=torch.from_numpy(np.stack([cap[ids], cap[ids + 1]], 1).astype(np.int64)),
             group=torch.from_numpy(arrays["group"][ids].astype(np.int64)),
+            content=torch.from_numpy(arrays["content"][ids].astype(np.int64)) if "content" in arrays else None,
         )
 
     train, val = subset(SPLITS["train"]), subset(SPLITS["val"])
     if train.num_clips == 0:
         raise ValueError(f"no training clip of at least {cfg.clip_min_frames} frames in {npz_path}")
+    if cfg.content_balance > 0 and train.content is None:
+        raise ValueError(f"content_balance needs content labels, but {npz_path} has no 'content' array; rebuild it "
+                         f"with python -m prepare.build_default_dataset or set content_balance to 0")
     return TrainData(train, val, text_features, torch.from_numpy(mean), torch.from_numpy(std))
 
 
@@ -242,13 +277,14 @@ def check_data_dir(data_dir: str | Path, names: Sequence[str] = DATA_FILES) -> P
 
 
 ARRAY_KINDS = {"features": "f", "offsets": "iu", "split": "iu", "group": "iu", "captions": "U", "caption_offsets": "iu"}
+OPTIONAL_ARRAYS = {"content": "iu"}  # read when present (datasets built before it lack it)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """The arrays of ``train_arrays.npz``, checked for kind and consistency (ValueError naming the file)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ARRAY_KINDS if k in z.files}
+            arrays = {k: z[k] for k in (*ARRAY_KINDS, *OPTIONAL_ARRAYS) if k in z.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())}); rebuild it "
                          f"with python -m prepare.build_default_dataset") from None
@@ -261,6 +297,9 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
                   and arrays["caption_offsets"].shape == (n + 1,) and offsets[0] == 0 and offsets[-1] == len(feats)
                   and (np.diff(offsets) >= 0).all() and arrays["caption_offsets"][-1] == len(arrays["captions"])
                   and (np.diff(arrays["caption_offsets"]) > 0).all() and (arrays["group"] >= 0).all())
+    if "content" in arrays and (arrays["content"].dtype.kind not in "iu" or arrays["content"].shape != (n,)
+                                or (arrays["content"] < 0).any()):
+        consistent = False
     if not consistent:
         raise ValueError(f"{path}: offsets, splits, groups and captions do not fit together; rebuild it with "
                          f"python -m prepare.build_default_dataset")
@@ -289,6 +328,73 @@ def sampling_weights(group: Tensor, balance: float) -> Tensor:
     return w / w.sum()
 
 
+def clip_probabilities(arrays: MotionArrays, cfg: TrainConfig) -> Tensor:
+    """Per-clip sampling probabilities: ~ group size ** -group_balance * content count ** -content_balance.
+
+    With group_balance 0 and content_balance 1 every content label is drawn equally often.
+    """
+    probs = sampling_weights(arrays.group, cfg.group_balance)
+    if cfg.content_balance > 0 and arrays.content is not None:
+        probs = probs * sampling_weights(arrays.content, cfg.content_balance)
+    return probs / probs.sum()
+
+
+def _interp(values: Tensor, times: Tensor) -> Tensor:
+    """Linear interpolation of ``values [S, ...]`` at fractional indices ``times [n]`` in [0, S - 1]."""
+    lo = times.floor().long().clamp(0, values.shape[0] - 1)
+    hi = (lo + 1).clamp(max=values.shape[0] - 1)
+    w = (times - lo.to(times.dtype)).reshape(-1, *([1] * (values.ndim - 1))).to(values.dtype)
+    return values[lo] * (1 - w) + values[hi] * w
+
+
+def resample_features(features: Tensor, factor: float, offset: float = 0.0, frames: Optional[int] = None,
+                      spec: DatasetSpec = HUMANML3D) -> Tensor:
+    """A clip's raw HumanML3D features ``[T, D]`` played ``factor`` times as fast -> ``[frames, D]``.
+
+    New frame i shows the clip at time ``offset + i * factor`` (frames). Per-frame channels (root
+    height, root-relative joints, rotations, foot contacts rounded to 0/1) are interpolated
+    linearly; the velocity channels are recomputed so that the recovered motion is the resampled
+    one: heading angle, root path and joint paths are integrated from their velocities (as
+    :func:`motion_collage.representation.features_to_joints` does), interpolated, and
+    differentiated again in the new frames' headings. At whole-number times the recovered joints
+    equal the original joints at those frames (a factor of 2 keeps every second frame); a factor of 1
+    returns the input (to rounding). ``frames`` defaults to the most that fit in the clip,
+    ``floor((T - offset) / factor)``.
+    """
+    T, D = features.shape
+    if frames is None:
+        frames = int(math.floor((T - offset) / factor + 1e-9))
+    if frames < 1 or offset < 0 or offset + frames * factor > T + 1e-6:
+        raise ValueError(f"cannot take {frames} frames at speed {factor} from {offset} in a clip of {T} frames")
+    sl = feature_slices(spec)
+    x = features.double()
+    J = spec.num_joints
+    angle = torch.cat([x.new_zeros(1), torch.cumsum(x[:, 0], 0)])                      # [T + 1], a_t = sum_{i<t}
+    step = torch.zeros(T, 3, dtype=x.dtype)
+    step[:, 0], step[:, 2] = x[:, 1], x[:, 2]
+    root = torch.cat([x.new_zeros(1, 3), torch.cumsum(_rotate_y_inverse(step, angle[1:]), 0)])  # [T + 1, 3] world
+    local = x[:, sl["local_vel"]].reshape(T, J, 3)
+    paths = torch.cat([x.new_zeros(1, J, 3), torch.cumsum(_rotate_y_inverse(local, angle[:-1, None]), 0)])
+    times = (offset + factor * torch.arange(frames + 1, dtype=x.dtype)).clamp(max=T)
+    new_angle = _interp(angle, times)                                                  # [frames + 1]
+    new_step = _rotate_y_inverse(torch.diff(_interp(root, times), dim=0), -new_angle[1:])
+    new_local = _rotate_y_inverse(torch.diff(_interp(paths, times), dim=0), -new_angle[:-1, None])
+    out = _interp(x, times[:-1].clamp(max=T - 1))                                      # per-frame channels
+    out[:, 0] = torch.diff(new_angle)
+    out[:, 1], out[:, 2] = new_step[:, 0], new_step[:, 2]
+    out[:, sl["local_vel"]] = new_local.reshape(frames, J * 3)
+    out[:, sl["foot_contact"]] = out[:, sl["foot_contact"]].round()
+    return out.to(features.dtype if features.is_floating_point() else torch.float32)
+
+
+def speed_factors(count: int, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
+    """Speed factors of ``count`` crops: log-uniform in [speed_min, speed_max] (all 1 when off; no draw)."""
+    if cfg.speed_min == cfg.speed_max == 1.0:
+        return torch.ones(count, dtype=torch.float64)
+    lo, hi = math.log(cfg.speed_min), math.log(cfg.speed_max)
+    return torch.exp(lo + (hi - lo) * torch.rand(count, generator=gen, dtype=torch.float64))
+
+
 def make_batch(arrays: MotionArrays, data: TrainData, cfg: TrainConfig, clip_ids: Tensor,
                gen: torch.Generator, full: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Random crops of the given clips -> (x0 [B, D, 1, N] normalised, frame_mask [B, N], text [B, F]).
@@ -296,10 +402,14 @@ def make_batch(arrays: MotionArrays, data: TrainData, cfg: TrainConfig, clip_ids
     Each crop is the longest possible (probability ``full_crop_prob``) or of a uniform length in
     [crop_min_frames, max_frames] (clips shorter than that are used whole); then every crop is
     cut to the ``batch_len_quantile`` quantile of the batch's crop lengths, so that little of
-    the padded batch is padding. ``full`` takes the longest crop from the clip start
-    (deterministic; used for validation).
+    the padded batch is padding. With speed perturbation each clip is first played at a random
+    speed (:func:`speed_factors`, :func:`resample_features`): its length is then
+    ``floor(L / factor)`` and the crop is taken from the resampled clip. ``full`` takes the longest
+    crop from the clip start at the clip's own speed (deterministic; used for validation).
     """
-    lengths = arrays.lengths()[clip_ids]
+    speed = torch.ones(len(clip_ids), dtype=torch.float64) if full else speed_factors(len(clip_ids), cfg, gen)
+    source = arrays.lengths()[clip_ids]
+    lengths = torch.floor(source.to(torch.float64) / speed + 1e-9).long().clamp(min=1)
     top = lengths.clamp(max=cfg.max_frames)
     low = torch.minimum(top, torch.full_like(top, cfg.crop_min_frames))
     u = torch.rand(len(clip_ids), 3, generator=gen)
@@ -316,9 +426,15 @@ def make_batch(arrays: MotionArrays, data: TrainData, cfg: TrainConfig, clip_ids
     D = arrays.features.shape[1]
     x = torch.zeros(len(clip_ids), n, D)
     mask = torch.arange(n)[None, :] < crop[:, None]  # [B, N]
-    for b, (c, s, L) in enumerate(zip(clip_ids.tolist(), start.tolist(), crop.tolist())):
-        o = int(arrays.offsets[c]) + s
-        x[b, :L] = arrays.features[o:o + L].float()
+    for b, (c, s, L, f) in enumerate(zip(clip_ids.tolist(), start.tolist(), crop.tolist(), speed.tolist())):
+        if f == 1.0:
+            o = int(arrays.offsets[c]) + s
+            x[b, :L] = arrays.features[o:o + L].float()
+            continue
+        first = int(math.floor(s * f))            # source frames covering the crop, and its offset in them
+        stop = min(int(source[b]), int(math.floor((s + L) * f)) + 2)
+        o = int(arrays.offsets[c])
+        x[b, :L] = resample_features(arrays.features[o + first:o + stop].float(), f, s * f - first, L).float()
     x = (x - data.mean) / data.std * mask[..., None]
     first, last = arrays.caption_offsets[clip_ids, 0], arrays.caption_offsets[clip_ids, 1]
     pick = first + (torch.rand(len(clip_ids), generator=gen) * (last - first).to(torch.float32)).long()
@@ -334,11 +450,52 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[1])
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """MDM's geometric loss terms: weights and the statistics that de-normalise x0."""
+
+    mean: Tensor  # [D]
+    std: Tensor  # [D]
+    lambda_vel: float = 0.0
+    lambda_fc: float = 0.0
+    spec: DatasetSpec = HUMANML3D
+
+    @property
+    def active(self) -> bool:
+        return self.lambda_vel > 0 or self.lambda_fc > 0
+
+
+def geometric_losses(pred: Tensor, target: Tensor, mask: Tensor, geo: Geometry) -> tuple[Tensor, Tensor]:
+    """MDM's velocity and foot-contact losses on joints recovered from x0 [B, D, 1, N] (normalised).
+
+    Joints [B, N, J, 3] come from :func:`features_to_joints` of the de-normalised features
+    (differentiable). velocity: mean squared error of the per-frame joint displacements over pairs
+    of real frames; foot contact: mean squared per-frame displacement of the predicted foot joints
+    where the data's foot-contact channels say the foot is planted (MDM's ``fc`` term).
+    """
+    def joints(x: Tensor) -> Tensor:
+        feats = x[:, :, 0, :].permute(0, 2, 1) * geo.std.to(x) + geo.mean.to(x)       # [B, N, D]
+        return features_to_joints(feats, geo.spec)
+
+    jp, jt = joints(pred), joints(target)
+    vp, vt = jp[:, 1:] - jp[:, :-1], jt[:, 1:] - jt[:, :-1]                          # [B, N-1, J, 3]
+    pair = (mask[:, 1:] & mask[:, :-1]).to(pred.dtype)                               # [B, N-1]
+    vel = (((vp - vt) ** 2).sum(-1).mean(-1) * pair).sum() / (pair.sum() * 3).clamp(min=1)
+    feet = [j for side in geo.spec.foot_joints for j in side]
+    contact_slice = feature_slices(geo.spec)["foot_contact"]
+    raw = target[:, contact_slice, 0, :-1].permute(0, 2, 1) * geo.std[contact_slice].to(pred) \
+        + geo.mean[contact_slice].to(pred)                                             # [B, N-1, 4]
+    contact = (raw > 0.5).to(pred.dtype) * pair[..., None]
+    fc = ((vp[:, :, feet] ** 2).sum(-1) * contact).sum() / (contact.sum() * 3).clamp(min=1)
+    return vel, fc
+
+
 def diffusion_loss(net: nn.Module, x0: Tensor, mask: Tensor, text: Tensor, abar: Tensor,
                    gen: torch.Generator, cond_mask_prob: float, t: Optional[Tensor] = None,
-                   precision: str = "fp32") -> Tensor:
+                   precision: str = "fp32", geometry: Optional[Geometry] = None) -> Tensor:
     """MDM's simple loss: noise x0 to a random t, predict x0, masked MSE. abar: [T] float64.
-    ``precision="bf16"`` runs the network under bfloat16 autocast; the loss is float32."""
+    ``precision="bf16"`` runs the network under bfloat16 autocast; the loss is float32.
+    ``geometry`` adds ``lambda_vel * velocity + lambda_fc * foot contact`` (:func:`geometric_losses`)."""
     B = x0.shape[0]
     if t is None:
         t = torch.randint(0, abar.shape[0], (B,), generator=gen)
@@ -349,7 +506,12 @@ def diffusion_loss(net: nn.Module, x0: Tensor, mask: Tensor, text: Tensor, abar:
     device = next(net.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         pred = net(x_t.to(device), t.to(device), drop_text(text, drop).to(device), mask.to(device))
-    return masked_mse(pred.float(), x0.to(device), mask.to(device))
+    pred, x0, mask = pred.float(), x0.to(device), mask.to(device)
+    loss = masked_mse(pred, x0, mask)
+    if geometry is not None and geometry.active:
+        vel, fc = geometric_losses(pred, x0, mask, geometry)
+        loss = loss + geometry.lambda_vel * vel + geometry.lambda_fc * fc
+    return loss
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -382,6 +544,34 @@ def validation_loss(net: nn.Module, data: TrainData, cfg: TrainConfig, abar: Ten
         count += len(chunk)
     net.train(was_training)
     return total / count
+
+
+# --------------------------------------------------------------------------- precision
+def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 384, seconds: float = 0.25) -> float:
+    """Measured GFLOP/s of ``size`` x ``size`` matrix products in ``dtype`` (at least 3, for ~``seconds``)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    (a @ b).sum().item()  # warm-up
+    reps, start = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    sync()
+    return 2 * size ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def choose_precision(device: torch.device, measure: Optional[Callable[[torch.dtype, torch.device], float]] = None
+                     ) -> tuple[str, dict[str, float]]:
+    """"bf16" when bfloat16 matmuls run at least BF16_MIN_SPEEDUP times faster than fp32 here, else
+    "fp32"; and the measured GFLOP/s of both (``measure``: default :func:`matmul_gflops`)."""
+    measure = measure or matmul_gflops
+    speeds = {"fp32": measure(torch.float32, device), "bf16": measure(torch.bfloat16, device)}
+    return ("bf16" if speeds["bf16"] >= BF16_MIN_SPEEDUP * speeds["fp32"] else "fp32"), speeds
 
 
 # --------------------------------------------------------------------------- state
@@ -454,17 +644,33 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
         raise ValueError(f"{path} does not fit this run's network ({first}): {RESUME_FIX}") from None
 
 
+def resolve_init(init_from: str) -> Path:
+    """``init_from`` as a path: absolute as given; relative from the working directory when it exists
+    there, else from the repository root (so "save/default" works from anywhere)."""
+    path = Path(init_from).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO_ROOT / path
+
+
 def warm_start(state: TrainState, path: Path) -> None:
-    """Copy another run's EMA weights into net and EMA (fresh optimiser and step count).
+    """Copy another run's EMA weights (its ``checkpoint.pt``), or a shipped model's weights (its folder
+    or ``.safetensors`` file, e.g. ``save/default``), into net and EMA (fresh optimiser and step count).
 
     Shapes must match except ``embed_text.weight``, whose extra input columns (a text feature
     that gained dimensions at its end) start at zero, so the warm-started model first behaves
     exactly like the old one.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from checkpoint {path} does not exist; set init_from in the config to "
-                                f"another run's checkpoint.pt, or to \"\" to start from scratch")
-    old = read_checkpoint(path, ("ema",), "fix init_from in the config")["ema"]
+    if not path.exists():
+        raise FileNotFoundError(f"init_from {path} does not exist; set init_from in the config to another run's "
+                                f"checkpoint.pt or a model folder such as save/default, or to \"\" to start from "
+                                f"scratch")
+    if path.is_dir() or path.suffix == ".safetensors":
+        from mdm_adapter.load import read_state_dict, resolve_checkpoint
+
+        old = {k: v.float() for k, v in read_state_dict(resolve_checkpoint(path)).items()}
+    else:
+        old = read_checkpoint(path, ("ema",), "fix init_from in the config")["ema"]
     new = state.net.state_dict()
     for key, value in new.items():
         if key not in old:
@@ -573,9 +779,9 @@ def _resume_or_start(state: TrainState, cfg: TrainConfig, out: Path, progress: b
             if saved is not None and saved.get("max_steps") != cfg.max_steps:
                 print(f"max_steps changed from {saved.get('max_steps')} to {cfg.max_steps} at step {state.step}")
     elif cfg.init_from:
-        warm_start(state, Path(cfg.init_from))
+        warm_start(state, resolve_init(cfg.init_from))
         if progress:
-            print(f"initialised from {cfg.init_from}")
+            print(f"initialised from {resolve_init(cfg.init_from)}")
 
 
 def _saved_config(path: Path) -> Optional[dict[str, Any]]:
@@ -609,7 +815,14 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     _resume_or_start(state, cfg, out, progress)
     cfg.to_json(out / "config.json")
     abar = DiscreteSchedule.from_name(cfg.noise_schedule, cfg.diffusion_steps).alphas_cumprod
-    probs = sampling_weights(data.train.group, cfg.group_balance)
+    probs = clip_probabilities(data.train, cfg)
+    precision = cfg.precision
+    if precision == "auto":
+        precision, speeds = choose_precision(dev)
+        if progress:
+            print(f"precision auto: fp32 {speeds['fp32']:.1f} GFLOP/s, bf16 {speeds['bf16']:.1f} GFLOP/s "
+                  f"(matmul on {dev.type}) -> {precision}", flush=True)
+    geometry = Geometry(data.mean.to(dev), data.std.to(dev), cfg.lambda_vel, cfg.lambda_fc)
     state.net.train()
     start = time.monotonic()
     base_elapsed, last_ckpt, last_log = state.elapsed_s, start, start
@@ -621,7 +834,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
             break
         if should_stop is not None and should_stop():
             break
-        lr, loss = _train_step(state, data, cfg, abar, probs)
+        lr, loss = _train_step(state, data, cfg, abar, probs, precision, geometry)
         state.elapsed_s = base_elapsed + time.monotonic() - start
         losses.append(loss)
         if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
@@ -638,15 +851,16 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, device: str =
     return state
 
 
-def _train_step(state: TrainState, data: TrainData, cfg: TrainConfig, abar: Tensor,
-                probs: Tensor) -> tuple[float, float]:
+def _train_step(state: TrainState, data: TrainData, cfg: TrainConfig, abar: Tensor, probs: Tensor,
+                precision: str, geometry: Optional[Geometry] = None) -> tuple[float, float]:
     """One optimiser step and EMA update; returns (learning rate, loss)."""
     lr = learning_rate(state.step, cfg)
     for group in state.opt.param_groups:
         group["lr"] = lr
     ids = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=state.gen)
     x0, mask, text = make_batch(data.train, data, cfg, ids, state.gen)
-    loss = diffusion_loss(state.net, x0, mask, text, abar, state.gen, cfg.cond_mask_prob, precision=cfg.precision)
+    loss = diffusion_loss(state.net, x0, mask, text, abar, state.gen, cfg.cond_mask_prob, precision=precision,
+                          geometry=geometry)
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
@@ -693,6 +907,8 @@ def export(run_dir: str | Path, data_dir: str | Path, dest: str | Path) -> Path:
                   metadata={"step": str(ckpt["step"]), "weights": "ema", "dtype": "float16"})
         args = cfg.mdm_args(weights["embed_text.weight"].shape[1])
         extra = {"train_steps": int(ckpt["step"]), "train_config": asdict(cfg)}
+        if cfg.max_frames < args.spec.max_frames:  # trained on shorter crops: the model's piece length
+            extra["max_piece_frames"] = cfg.max_frames
         MDMArgs.from_dict({**args.to_dict(), **extra}).to_json(tmp[dest / "args.json"])
         for name in ("Mean.npy", "Std.npy", "text_encoder.safetensors"):
             shutil.copyfile(data_dir / name, tmp[dest / name])

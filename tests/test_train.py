@@ -106,6 +106,7 @@ def test_export_round_trip(tmp_path):
     args = json.loads((dest / "args.json").read_text())
     assert args["arch"] == "trans_enc" and args["text_encoder_type"] == "bow" and args["mask_frames"] is True
     assert args["text_feature_dim"] == 12 and args["latent_dim"] == 32 and args["train_steps"] == TINY.max_steps
+    assert args["max_piece_frames"] == TINY.max_frames          # trained on crops of at most 24 frames
     from safetensors.torch import load_file
 
     weights = load_file(str(dest / "model.safetensors"))
@@ -377,3 +378,180 @@ def test_cli_trains_exports_and_restores_signal_handlers(tmp_path, tiny_data, ca
     assert "stopped at step 8" in capsys.readouterr().out
     rc, _ = _cli(capsys, "--data", tiny_data, "--out", tmp_path / "run", "--export", tmp_path / "ship")
     assert rc == 0 and sorted(p.name for p in (tmp_path / "ship").iterdir()) == sorted(T.EXPORTED)
+
+
+# --------------------------------------------------------------------------- v2 options
+from motion_collage.representation import canonical_joints_and_features, features_to_joints  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _random_features(T: int = 40, seed: int = 0) -> torch.Tensor:
+    """Smooth random features (float64), with a turning, moving root."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)[:, None] / 10.0
+    f = 0.3 * np.sin(t * rng.uniform(0.5, 2, D) + rng.uniform(0, 6, D))
+    f[:, 0] *= 0.2                                     # heading change per frame
+    f[:, 3] += 0.9                                     # root height
+    f[:, -4:] = (f[:, -4:] > 0).astype(float)          # foot contacts are 0/1
+    return torch.from_numpy(f)
+
+
+def test_speed_factor_one_is_the_identity():
+    x = _random_features()
+    torch.testing.assert_close(T.resample_features(x, 1.0), x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("factor, picks", [(2.0, slice(0, None, 2)), (3.0, slice(0, None, 3))])
+def test_speed_up_shortens_the_clip_and_keeps_the_positions(factor, picks):
+    x = _random_features(41)
+    fast = T.resample_features(x, factor)
+    assert fast.shape == (41 // int(factor), D)
+    torch.testing.assert_close(features_to_joints(fast), features_to_joints(x)[picks][:len(fast)], rtol=0, atol=1e-10)
+    # the velocity channels are those of the kept frames: the root turns and moves factor frames per frame
+    torch.testing.assert_close(fast[:3, 0], x[:9, 0].reshape(-1, int(factor))[:3].sum(1) if factor == 3 else
+                               x[:6, 0].reshape(3, 2).sum(1), rtol=0, atol=1e-12)
+
+
+def test_slow_down_keeps_positions_at_whole_times_and_matches_a_subsampled_clip():
+    x = _random_features(30)
+    slow = T.resample_features(x, 0.5)
+    assert slow.shape == (60, D)
+    torch.testing.assert_close(features_to_joints(slow)[::2], features_to_joints(x), rtol=0, atol=1e-10)
+    # features of real joints played 2x fast = features of every second frame (foot contacts aside:
+    # they threshold per-frame displacement, which doubles)
+    t = np.arange(61) / 20.0
+    joints = np.zeros((61, 22, 3))
+    from motion_collage.representation import REFERENCE_BONE_LENGTHS  # noqa: F401  (the retargeting default)
+    rest = np.random.default_rng(0).normal(scale=0.3, size=(22, 3))
+    rest[:, 1] = np.abs(rest[:, 1]) + 0.05 * np.arange(22)
+    joints[:] = rest
+    joints[:, :, 2] += 1.2 * t[:, None]
+    joints[:, 21, 1] += 0.2 * np.sin(4 * t)
+    _, full = canonical_joints_and_features(joints)
+    _, half = canonical_joints_and_features(joints[::2])
+    fast = T.resample_features(torch.from_numpy(full), 2.0).numpy()
+    n = min(len(fast), len(half))
+    keep = [i for i in range(D) if i < D - 4]
+    np.testing.assert_allclose(fast[:n - 1, keep], half[:n - 1, keep], atol=2e-3)
+
+
+def test_batches_with_speed_perturbation_are_resampled_crops(tmp_path):
+    data = load_data(make_dataset(tmp_path), TINY)
+    cfg = replace(TINY, speed_max=2.0, speed_min=0.5)
+    ids = torch.arange(8)
+    x0, mask, _ = make_batch(data.train, data, cfg, ids, torch.Generator().manual_seed(0))
+    assert x0.shape[:3] == (8, D, 1) and torch.isfinite(x0).all()
+    assert (mask.sum(1) <= 2 * data.train.lengths()[ids]).all()            # at most twice as long (speed 0.5)
+    fixed = replace(TINY, speed_min=1.0, speed_max=2.0, crop_min_frames=200, full_crop_prob=1.0,
+                    batch_len_quantile=1.0, max_frames=200)
+    gen = torch.Generator().manual_seed(3)
+    expected = T.speed_factors(8, fixed, torch.Generator().manual_seed(3))
+    _, mask, _ = make_batch(data.train, data, fixed, ids, gen)
+    want = torch.floor(data.train.lengths()[ids].double() / expected + 1e-9).long()
+    assert mask.sum(1).tolist() == want.tolist()                        # whole clips at their new length
+    assert (T.speed_factors(5, TINY, gen) == 1).all()                    # off: no perturbation
+
+
+def test_content_balance_draws_every_label_equally():
+    arrays = T.MotionArrays(torch.zeros(10, D), torch.arange(11), torch.zeros(10, 2, dtype=torch.long),
+                            group=torch.tensor([0] * 5 + [1] * 5), content=torch.tensor([0] * 7 + [1, 2, 2]))
+    p = T.clip_probabilities(arrays, replace(TINY, group_balance=0.0, content_balance=1.0))
+    per_label = torch.zeros(3, dtype=torch.float64).index_add_(0, arrays.content, p)
+    torch.testing.assert_close(per_label, torch.full((3,), 1 / 3, dtype=torch.float64))
+    plain = T.clip_probabilities(arrays, replace(TINY, group_balance=0.0))
+    torch.testing.assert_close(plain, torch.full((10,), 0.1, dtype=torch.float64))
+
+
+def test_content_balance_needs_content_labels(tmp_path):
+    with pytest.raises(ValueError, match="content_balance needs content labels"):
+        load_data(make_dataset(tmp_path), replace(TINY, content_balance=1.0))
+
+
+def test_geometric_losses_are_known_for_a_sliding_pose():
+    mean, std = torch.zeros(D), torch.ones(D)
+    geo = T.Geometry(mean, std, lambda_vel=1.0, lambda_fc=1.0)
+    target = torch.zeros(2, D, 1, 10)
+    target[:, 3] = 0.9                                     # a still pose, feet planted
+    target[:, 4:4 + 63] = torch.randn(63, 1, 1)
+    target[:, -4:] = 1.0
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    vel, fc = T.geometric_losses(target, target, mask, geo)
+    assert vel.item() == 0.0 and fc.item() == 0.0
+    pred = target.clone().requires_grad_(True)
+    slide = pred + torch.zeros_like(pred).index_fill_(1, torch.tensor([1]), 0.01)   # root slides 1 cm per frame
+    vel, fc = T.geometric_losses(slide, target, mask, geo)
+    assert vel.item() == pytest.approx(1e-4 / 3) and fc.item() == pytest.approx(1e-4 / 3)
+    (vel + fc).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad[:, 1].abs().sum() > 0
+    short = mask.clone()
+    short[1, 5:] = False                                   # padding frames do not count
+    assert T.geometric_losses(slide, target, short, geo)[0].item() == pytest.approx(1e-4 / 3)
+
+
+def test_training_with_every_v2_option_resumes_exactly(tmp_path, capsys, monkeypatch):
+    data_dir = make_dataset(tmp_path / "data")
+    with np.load(data_dir / "train_arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["content"] = (np.arange(10) % 3).astype(np.int16)
+    write_npz(data_dir / "train_arrays.npz", arrays)
+    monkeypatch.setattr(T, "matmul_gflops", lambda dtype, device: {torch.float32: 50.0, torch.bfloat16: 1.0}[dtype])
+    cfg = replace(TINY, content_balance=1.0, group_balance=0.0, speed_min=0.8, speed_max=1.25, lambda_vel=1.0,
+                  lambda_fc=1.0, precision="auto", max_steps=6)
+    straight = train(cfg, data_dir, tmp_path / "a")
+    assert "precision auto: fp32 50.0 GFLOP/s, bf16 1.0 GFLOP/s (matmul on cpu) -> fp32" in capsys.readouterr().out
+    train(cfg, data_dir, tmp_path / "b", until_step=2, progress=False)
+    resumed = train(replace(cfg, init_from="anything: ignored on resume"), data_dir, tmp_path / "b", progress=False)
+    for v, w in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(v, w)
+
+
+def test_choose_precision_by_measurement():
+    cpu = torch.device("cpu")
+    assert T.choose_precision(cpu, lambda d, _: {torch.float32: 60.0, torch.bfloat16: 1.0}[d])[0] == "fp32"
+    assert T.choose_precision(cpu, lambda d, _: {torch.float32: 60.0, torch.bfloat16: 140.0}[d])[0] == "bf16"
+    assert T.choose_precision(cpu, lambda d, _: {torch.float32: 60.0, torch.bfloat16: 65.0}[d])[0] == "fp32"
+    assert T.matmul_gflops(torch.float32, cpu, size=64, seconds=0.01) > 0
+    assert replace(TINY, precision="auto").precision == "auto"
+
+
+def test_warm_start_from_a_shipped_model_folder(tmp_path, tiny_data, monkeypatch):
+    train(TINY, tiny_data, tmp_path / "run", progress=False)
+    ship = export(tmp_path / "run", tiny_data, tmp_path / "ship")
+    warm = train(replace(TINY, init_from=str(ship), max_steps=0), tiny_data, tmp_path / "warm", progress=False)
+    from safetensors.torch import load_file
+    shipped = load_file(str(ship / "model.safetensors"))
+    for k, v in warm.ema.state_dict().items():
+        assert torch.equal(v, shipped[k].float()), k
+    monkeypatch.chdir(tmp_path)
+    assert T.resolve_init("save/default") == REPO / "save" / "default"          # not in cwd: the repository's
+    assert T.resolve_init("ship") == Path("ship")                                # found in the working directory
+
+
+def test_the_v2_config_warm_starts_from_the_shipped_model():
+    cfg = TrainConfig.from_json(REPO / "configs" / "default_model_v2.json")
+    assert cfg.init_from == "save/default" and cfg.content_balance > 0 and cfg.speed_max > 1 > cfg.speed_min
+    assert cfg.precision == "auto"
+    state = T.build_state(cfg, 240, torch.device("cpu"))
+    T.warm_start(state, T.resolve_init(cfg.init_from))
+    from safetensors.torch import load_file
+    shipped = load_file(str(REPO / "save" / "default" / "model.safetensors"))
+    assert all(torch.equal(v, shipped[k].float()) for k, v in state.ema.state_dict().items())
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("path", sorted([*(REPO / "configs").glob("*.json"), *(REPO / "save" / "default").glob("*.json")]),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_settings_carry_no_machine_paths(path):
+    for text in _strings(json.loads(path.read_text())):
+        assert not re.match(r"^(/|~|[A-Za-z]:[\\/])", text), f"{path.name}: {text!r} is a machine path"
