@@ -134,7 +134,7 @@ def test_chunked_piece_call_equals_one_call():
         bucketed = den(x, sigma, mask, cond)
         torch.testing.assert_close(bucketed[mask], whole[mask], atol=1e-5, rtol=0)
         assert den.network_calls - before > 1
-    assert min(n for _, n, _ in model.recorder.calls[-3:]) < L  # short rows ran cut to their length
+    assert min(c.frames for c in model.recorder.calls[-3:]) < L  # short rows ran cut to their length
     with pytest.raises(ValueError, match="max_rows_per_call"):
         type(den)(den.network, den.text_encoder, den.schedule, max_rows_per_call=0)
 
@@ -155,7 +155,7 @@ def test_loaded_model_is_wrapped_not_patched(tmp_path):
     torch.testing.assert_close(model.denoiser(x, torch.tensor([1.0, 5.0]), mask, cond),
                                original(x, torch.tensor([1.0, 5.0]), mask, cond), atol=1e-5, rtol=0)
     # 3 rows (the prompt, its unconditional copy, the null piece) in the bench's chunks of 2; the original: 1 call
-    assert model.recorder.calls == [(2, 40, False), (1, 40, False)] and model.denoiser.network_calls == 2
+    assert model.recorder.calls == [(2, 40, False, None, None), (1, 40, False, None, None)] and model.denoiser.network_calls == 2
     assert original.network_calls == 1
 
 
@@ -171,6 +171,23 @@ def test_analytic_flops_match_counted_matmuls(frames, rows):
     S, d = frames + 1, args.latent_dim
     assert flops.forward_flops(args, rows, frames) - flops.forward_flops(args, rows, frames, attention=False) \
         == rows * args.layers * 4 * S * S * d  # QK^T and AV: 2 * S * S * d each
+
+
+def test_packed_call_flops_match_counted_matmuls():
+    """A packed call computes the linear layers on real tokens only: 3 rows of 40, 5 and 12 frames."""
+    from mdm_adapter.packing import build_packing
+
+    args = MDMArgs(latent_dim=32, ff_size=64, layers=2, num_heads=2)
+    net = MDM.from_args(args).eval()
+    mask = torch.arange(40)[None, :] < torch.tensor([40, 5, 12])[:, None]
+    packing = build_packing(mask, "cpu")
+    x = torch.randn(3, args.feature_dim, 1, 40)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x, torch.zeros(3, dtype=torch.long), torch.randn(3, 512), None, packing)
+    tokens = 3 + 57
+    assert flops.forward_flops(args, 3, 40, attention=False, tokens=tokens) == counter.get_total_flops()
+    assert flops.forward_flops(args, 3, 40, attention=False, tokens=tokens) < 0.55 * flops.forward_flops(
+        args, 3, 40, attention=False)  # 60 of 123 padded tokens
 
 
 def test_sync_audit_sees_host_reads():

@@ -16,7 +16,7 @@ import torch
 from mdm_adapter.args import MDMArgs
 
 from .device import GPU, GPUS
-from .flops import bytes_per_call, forward_flops, recorded_flops
+from .flops import Call, bytes_per_call, call_flops, recorded_flops
 from .kernels import KernelCounter
 from .runs import generate
 from .settings import frames as to_frames
@@ -63,13 +63,14 @@ class _Roofline:
         self.gpu, self.peak = gpu, gpu.peak(dtype, tf32)
         self.dtype_bytes = 2 if dtype in ("bf16", "fp16") else 4
 
-    def bytes(self, rows: int, frames: int) -> float:
-        return bytes_per_call(self.args, rows, frames, self.dtype_bytes)
+    def bytes(self, call: Call) -> float:
+        return bytes_per_call(self.args, call.rows, call.frames, self.dtype_bytes, call.tokens)
 
-    def seconds(self, rows: int, frames: int) -> float:
+    def seconds(self, call: Call) -> float:
         """Compute plus memory time of one forward at the assumed efficiencies."""
-        return (forward_flops(self.args, rows, frames) / (self.peak * ASSUMED_GEMM_EFFICIENCY)
-                + self.bytes(rows, frames) / (self.gpu.hbm * ASSUMED_BANDWIDTH_EFFICIENCY))
+        forward = call._replace(grad=False)
+        return (call_flops(self.args, forward) / (self.peak * ASSUMED_GEMM_EFFICIENCY)
+                + self.bytes(forward) / (self.gpu.hbm * ASSUMED_BANDWIDTH_EFFICIENCY))
 
 
 def _estimate_point(skeleton: BenchModel, roof: _Roofline, method: str, duration: float, steps: int,
@@ -85,9 +86,9 @@ def _estimate_point(skeleton: BenchModel, roof: _Roofline, method: str, duration
     host = counter.kernels / SKELETON_STEPS * host_per_kernel
     per_call_kernels = counter.kernels / max(1, len(calls))
     gpu = launch_total = roof_total = 0.0
-    for b, n, grad in calls:
-        mult = 3 if grad else 1
-        roofline, launch = mult * roof.seconds(b, n), mult * per_call_kernels * ASSUMED_KERNEL_FLOOR_S
+    for call in calls:
+        mult = 3 if call.grad else 1
+        roofline, launch = mult * roof.seconds(call), mult * per_call_kernels * ASSUMED_KERNEL_FLOOR_S
         gpu += max(launch, roofline)
         launch_total, roof_total = launch_total + launch, roof_total + roofline
     per_step_gpu = gpu / SKELETON_STEPS
@@ -97,7 +98,7 @@ def _estimate_point(skeleton: BenchModel, roof: _Roofline, method: str, duration
             "sequential_calls_per_step": gen.sequential_calls / SKELETON_STEPS,
             "kernels_per_step": counter.kernels / SKELETON_STEPS,
             "flops_per_step": recorded_flops(roof.args, calls) / SKELETON_STEPS,
-            "bytes_per_step": sum(roof.bytes(b, n) * (3 if g else 1) for b, n, g in calls) / SKELETON_STEPS,
+            "bytes_per_step": sum(roof.bytes(c) * (3 if c.grad else 1) for c in calls) / SKELETON_STEPS,
             "host_dispatch_per_step_s": host, "gpu_per_step_s": per_step_gpu,
             "estimated_latency_s": max(per_step_gpu, host) * steps, "bound": bound}
 
@@ -108,11 +109,14 @@ def _throughput_estimate(skeleton: BenchModel, roof: _Roofline, steps: int, batc
     generate(skeleton, "collage", frames, 1, SKELETON_STEPS, CPU, "fp32")
     skeleton.recorder.calls.clear()
     generate(skeleton, "collage", frames, 1, SKELETON_STEPS, CPU, "fp32")
-    (b, n, _), = set(skeleton.recorder.calls)
-    args, rows = roof.args, b * batch
-    flops = forward_flops(args, rows, n) * steps
-    seconds = steps * roof.seconds(rows, n)
-    activation_bytes = roof.dtype_bytes * rows * (n + 1) * (3 * args.latent_dim + args.ff_size) * 2
+    (one,) = set(skeleton.recorder.calls)
+    n = one.frames
+    scaled = lambda v: None if v is None else v * batch  # noqa: E731
+    call = Call(one.rows * batch, n, False, scaled(one.tokens), scaled(one.attention_pairs))
+    args, rows = roof.args, call.rows
+    flops = call_flops(args, call) * steps
+    seconds = steps * roof.seconds(call)
+    activation_bytes = roof.dtype_bytes * call.computed_tokens * (3 * args.latent_dim + args.ff_size) * 2
     return {"batch": batch, "duration_s": THROUGHPUT_DURATION_S, "rows_per_call": rows, "frames_per_row": n,
             "flops": flops, "estimated_seconds": seconds, "motions_per_s": batch / seconds,
             "flops_at_peak_seconds": flops / roof.peak, "estimated_peak_activation_bytes": activation_bytes}

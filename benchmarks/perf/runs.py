@@ -39,7 +39,7 @@ class RunResult:
     sequential_calls: int
     network_calls: int
     network_rows_per_call_max: int
-    tokens_per_step: float  # network tokens (rows x (frames + 1)) averaged over steps
+    tokens_per_step: float  # network tokens computed (padded: rows x (frames + 1)) averaged over steps
     frame_evaluations: int
     flops: float
     achieved_flops_per_s: float
@@ -115,7 +115,7 @@ def timed_run(model: BenchModel, method: str, duration_s: float, batch: int, ste
         method=method, duration_s=duration_s, frames=frames, batch=batch, steps=steps, seconds=seconds,
         seconds_all=times, seconds_min=min(times), warmup_seconds=warmup, latency_per_motion_s=seconds / batch,
         sequential_calls=gen.sequential_calls, network_calls=model.denoiser.network_calls - calls_before,
-        network_rows_per_call_max=max((b for b, _, _ in calls), default=0),
-        tokens_per_step=sum(b * (n + 1) for b, n, _ in calls) / steps,
+        network_rows_per_call_max=max((c.rows for c in calls), default=0),
+        tokens_per_step=sum(c.computed_tokens for c in calls) / steps,
         frame_evaluations=gen.frame_evaluations, flops=flops, achieved_flops_per_s=flops / seconds,
         peak_memory_bytes=mem.bytes, extra={k: v for k, v in gen.extra.items() if isinstance(v, (int, float, list))})

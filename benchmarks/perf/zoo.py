@@ -23,6 +23,7 @@ from mdm_adapter.schedules import DiscreteSchedule
 from mdm_adapter.text_encoders import CachedEncoder
 from motion_core import defaults
 
+from .flops import Call
 from .settings import MAX_FRAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ class StandInTextEncoder(CachedEncoder):
 
 
 class ShapeRecorder(nn.Module):
-    """Wraps the network (possibly compiled) and records ``(rows, frames, grad)`` of every call.
+    """Wraps the network (possibly compiled) and records every call (:class:`~benchmarks.perf.flops.Call`).
 
     It publishes the sizes a piece denoiser reads from its network (``feature_dim``, ``text_dim``,
     ``text_tokens``, ``max_timestep_rows``, ``arch``), taken from the uncompiled ``base``.
@@ -53,12 +54,18 @@ class ShapeRecorder(nn.Module):
     def __init__(self, net: nn.Module, base: MDM) -> None:
         super().__init__()
         self.net = net
-        self.calls: list[tuple[int, int, bool]] = []
+        self.calls: list[Call] = []
         for name in ("feature_dim", "text_dim", "text_tokens", "max_timestep_rows", "arch"):
             setattr(self, name, getattr(base, name))
 
     def forward(self, x: Tensor, *rest) -> Tensor:
-        self.calls.append((x.shape[0], x.shape[-1], torch.is_grad_enabled()))
+        packing = rest[3] if len(rest) > 3 else None
+        if packing is None:
+            self.calls.append(Call(x.shape[0], x.shape[-1], torch.is_grad_enabled()))
+        else:  # a packed call: its real tokens, and the attention it computes
+            pairs = (packing.rows * packing.longest ** 2 if packing.attention == "rows"
+                     else sum(n * n for n in packing.lengths))
+            self.calls.append(Call(x.shape[0], x.shape[-1], torch.is_grad_enabled(), packing.tokens, pairs))
         return self.net(x, *rest)
 
 
