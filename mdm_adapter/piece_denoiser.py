@@ -44,6 +44,7 @@ from torch import Tensor
 from motion_core import defaults
 from motion_core.denoiser import PieceConditions
 
+from .graphs import GraphCache, graph_key
 from .model import MDM, TextInput
 from .packing import ATTENTION_BACKENDS, Packing, build_packing
 from .schedules import DiscreteSchedule
@@ -146,12 +147,16 @@ class MDMPieceDenoiser:
         or ``"off"`` (every row padded to the longest piece). Same x0 at real frames within 1e-5
         (float32); masked frames predict 0. Measured on one CPU core, release architecture:
         0.60-0.71x the time of the padded call at 24 s and 60 s (docs/performance.md).
+    cuda_graph: on CUDA, capture each call (after a first eager one with the same shapes, mask
+        and conditions) as a CUDA graph and replay it, so that the host launches one graph per
+        step instead of ~164 kernels (:mod:`mdm_adapter.graphs`). A ``ValueError`` (one line)
+        on other devices. The attribute may be changed between calls.
     """
 
     def __init__(self, network: MDM, text_encoder: TextEncoder, schedule: DiscreteSchedule,
                  guidance_scale: float = defaults.GUIDANCE, supports_guidance: bool = True, mask_frames: bool = True,
                  max_rows_per_call: Optional[int] = None, length_buckets: int = 1,
-                 packing: str = DEFAULT_PACKING) -> None:
+                 packing: str = DEFAULT_PACKING, cuda_graph: bool = False) -> None:
         if packing not in ATTENTION_BACKENDS + ("off",):
             raise ValueError(f"packing must be one of {ATTENTION_BACKENDS + ('off',)}, got {packing!r}")
         if not isinstance(length_buckets, int) or length_buckets < 1:
@@ -176,6 +181,9 @@ class MDMPieceDenoiser:
         self.max_rows_per_call = max_rows_per_call
         self.length_buckets = length_buckets
         self.packing = packing
+        self.cuda_graph = cuda_graph
+        self.graph_backend = None  # None: CUDA graphs; tests set graphs.EmulatedGraphs()
+        self._graphs: Optional[GraphCache] = None
         self._serial = 0
         self.network_calls = 0
         self._plans: "OrderedDict[tuple, _Plan]" = OrderedDict()
@@ -362,8 +370,33 @@ class MDMPieceDenoiser:
         """x [P, L, D] sigma-space, sigma [P], mask [P, L] bool (True = real), cond -> x0 [P, L, D].
 
         Nothing here reads a device tensor back to the host once a layout's mask and conditions
-        have been seen (the sampling loop stays asynchronous on a GPU).
+        have been seen (the sampling loop stays asynchronous on a GPU). With ``cuda_graph`` the
+        call after the first one for the same shapes, mask and conditions is one graph replay.
         """
+        if self.cuda_graph:
+            return self._graphed(x, sigma, mask, cond)
+        return self._eager(x, sigma, mask, cond)
+
+    def _graphed(self, x: Tensor, sigma: Tensor, mask: Tensor, cond: PieceConditions) -> Tensor:
+        """The call through a CUDA graph (:mod:`mdm_adapter.graphs`): x and sigma copied into
+        static buffers, one replay, the static x0 copied out."""
+        if self._graphs is None or (self.graph_backend is not None and self._graphs.backend is not self.graph_backend):
+            self._graphs = GraphCache(self.graph_backend)
+        settings = (cond.prompts, self.packing, self.length_buckets, self.max_rows_per_call, self.mask_frames,
+                    self.guidance_scale, id(self.network))
+        key = graph_key(x, sigma, mask, cond.guidance, settings)
+        before = self.network_calls
+        out, calls = self._graphs.run(key, (mask, cond.guidance, self.network), x, sigma,
+                                      lambda xs, ss: self._eager(xs, ss, mask, cond), lambda: self.network_calls)
+        self.network_calls = before + calls
+        return out
+
+    def release_graphs(self) -> None:
+        """Drop the captured graphs (and the memory they hold)."""
+        if self._graphs is not None:
+            self._graphs.clear()
+
+    def _eager(self, x: Tensor, sigma: Tensor, mask: Tensor, cond: PieceConditions) -> Tensor:
         P, L, D = self._check(x, sigma, mask, cond)
         device = x.device
         info = self._mask_info(mask)

@@ -182,3 +182,57 @@ def test_errors(change, match):
     x, sigma, mask = inputs(P=2)
     with pytest.raises(ValueError, match=match):
         den(*change(x, sigma, mask, PieceConditions(("a", None))))
+
+
+# ------------------------------------------------------------------ the CUDA-graph path (emulated on CPU)
+
+def graphed(**kw):
+    from mdm_adapter.graphs import EmulatedGraphs
+
+    den, net = make(**kw)
+    den.cuda_graph, den.graph_backend = True, EmulatedGraphs()
+    return den, net
+
+
+@torch.no_grad()
+def test_graph_path_equals_eager_with_static_buffers():
+    den, net = graphed()
+    x, sigma, _ = inputs(P=4, L=12)
+    mask = torch.arange(12)[None, :] < torch.tensor([12, 7, 3, 12])[:, None]
+    cond = PieceConditions(("walk", None, "run", "walk"), torch.tensor([2.5, 1.0, 3.0, 1.0]))
+    eager = [den._eager(x * s, sigma * s, mask, cond) for s in (1.0, 0.5, 0.25)]
+    outs = [den(x * s, sigma * s, mask, cond) for s in (1.0, 0.5, 0.25)]  # 1st eager + capture, then replays
+    for a, b in zip(outs, eager):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    (entry,) = den._graphs._graphs.values()
+    pointers = (entry.x.data_ptr(), entry.sigma.data_ptr(), entry.out.data_ptr())
+    out = den(x, sigma, mask, cond)
+    assert (entry.x.data_ptr(), entry.sigma.data_ptr(), entry.out.data_ptr()) == pointers  # static buffers
+    assert out.data_ptr() != entry.out.data_ptr()  # the caller gets a copy, not the buffer a replay overwrites
+    assert den.graph_backend.captures == 1 and den.graph_backend.replays == 3
+    assert den.network_calls == 3 + 4  # eager calls above, then one network call per denoiser call
+    den(x, sigma, mask.clone(), cond)  # a new mask: a new graph
+    assert den.graph_backend.captures == 2
+
+
+@torch.no_grad()
+def test_captured_step_reads_nothing_from_the_host():
+    from mdm_adapter.graphs import HostReadGuard
+
+    den, _ = graphed()
+    x, sigma, mask = inputs(P=2)
+    cond = PieceConditions(("walk", None))
+    den(x, sigma, mask, cond)  # captured under the guard: no host read in the step
+    with pytest.raises(RuntimeError, match="host read in a captured step: torch item"):
+        with HostReadGuard():
+            sigma.sum().item()
+    with pytest.raises(RuntimeError, match="host read"):
+        with HostReadGuard():
+            torch.tensor([1.0])
+
+
+def test_cuda_graph_on_cpu_is_a_one_line_error():
+    den, _ = make(cuda_graph=True)
+    x, sigma, mask = inputs(P=2)
+    with pytest.raises(ValueError, match=r"^cuda_graph needs a CUDA device; the inputs are on cpu$"):
+        den(x, sigma, mask, PieceConditions(("walk", None)))
