@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", choices=EXPORT_CHOICES, default=None,
                    help="also write an animation file per motion into the output folder: bvh (motion_collage.export)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--cuda_graph", action="store_true",
+                   help="replay each sampling step as one CUDA graph (CUDA only; same samples as eager)")
     return p
 
 
@@ -216,6 +218,8 @@ def parse(args: argparse.Namespace) -> Job:
     device = resolve_device(args.device)
     if args.dtype != "fp32" and device == "cpu":
         raise UsageError(f"--dtype {args.dtype} needs a GPU; on the CPU use --dtype fp32")
+    if getattr(args, "cuda_graph", False) and not device.startswith("cuda"):
+        raise UsageError(f"--cuda_graph needs a CUDA device; --device {args.device} resolved to {device}")
     prompts = parse_prompts(args)
     get_method(args.method).check_loop(args.loop)
     options = method_options(args.method, parse_overlap(args.overlap), args.transition)
@@ -241,6 +245,7 @@ def build(job: Job):
                  guidance_scale=args.guidance_param, clip_path=args.clip_path, stats_dir=args.stats_dir)
     _ = model.model_stats  # fail now, not after sampling, if the statistics are missing
     check_skeleton(args, model.spec)
+    model.denoiser.cuda_graph = bool(getattr(args, "cuda_graph", False))
     if job.device == "cpu":
         # Same x0 (within 1e-5), but short overlap pieces are not padded to the longest piece:
         # about 1.8x faster where FLOPs are the limit (docs/performance.md). On a GPU one call wins.
