@@ -291,7 +291,7 @@ def single(prompt: Optional[str], num_frames: int) -> FactorGraph:
 
 # --------------------------------------------------------------------------- merge plans
 
-MERGES = ("exact", "taper", "harmonise")
+MERGES = ("exact", "taper", "harmonise", "bridge")
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,13 @@ def merge_plan(graph: FactorGraph, rule: MergeRule = EXACT, max_frames: Optional
     frames centred on it (at most ``max_frames``), whose prediction replaces the merge over its
     middle ``rule.plateau`` frames and cross-fades linearly into it over the rest; its condition
     is the variable's, or the neighbours' prompt when both sides share one (a split segment, a
-    one-prompt loop), else null. Nodes left with no weight are dropped.
+    one-prompt loop), else null.
+    ``"bridge"``: like ``"harmonise"``, but where the two sides have different prompts the window
+    is evaluated twice, once with each side's prompt, and the two predictions cross-fade linearly
+    from the left prompt's to the right prompt's across the window's middle ``rule.plateau`` frames:
+    every frame follows a prompt (no null-conditioned plateau), and no weight changes by more than
+    about ``1 / rule.plateau`` (or one over the ramp) from one frame to the next.
+    Nodes left with no weight are dropped.
     Variable nodes that are not the tail of one factor and the head of another (general graphs)
     keep their exact weights under ``"taper"``.
     """
@@ -349,8 +355,8 @@ def merge_plan(graph: FactorGraph, rule: MergeRule = EXACT, max_frames: Optional
     if merge == "taper" and taper > 0:
         _taper_weights(graph, weights, taper)
     nodes = [WeightedNode(n.start, n.length, n.prompt, w) for n, w in zip(graph.nodes, weights)]
-    if merge == "harmonise" and window > 0 and graph.variables:
-        nodes = _harmonised(graph, nodes, window, plateau, max_frames or graph.num_frames)
+    if merge in ("harmonise", "bridge") and window > 0 and graph.variables:
+        nodes = _harmonised(graph, nodes, window, plateau, max_frames or graph.num_frames, bridge=merge == "bridge")
     return tuple(n for n in nodes if np.any(n.weights != 0))
 
 
@@ -381,10 +387,11 @@ def _taper_weights(graph: FactorGraph, weights: list[np.ndarray], taper: int) ->
 
 
 def _harmonised(graph: FactorGraph, nodes: list[WeightedNode], window: int, plateau: int,
-                max_frames: int) -> list[WeightedNode]:
-    """Add one harmonisation window per variable node and blend it over the merge."""
+                max_frames: int, bridge: bool = False) -> list[WeightedNode]:
+    """Add one harmonisation window per variable node (two with ``bridge`` where the sides'
+    prompts differ) and blend it over the merge."""
     N = graph.num_frames
-    windows, profiles = [], []
+    windows, profiles = [], []  # per variable: [(node, share of the window's frames)], its profile
     for v in graph.variables:
         length = min(window, max_frames, N)
         lo = v.start % N + v.length // 2 - length // 2
@@ -394,18 +401,37 @@ def _harmonised(graph: FactorGraph, nodes: list[WeightedNode], window: int, plat
         ramp = (length - flat) / 2
         q = np.arange(length)
         profile = np.clip(np.minimum(q + 1, length - q) / (ramp + 1), 0.0, 1.0) if ramp > 0 else np.ones(length)
-        windows.append(Node(int(lo) % N, length, _window_prompt(graph, v)))
+        sides = _side_prompts(graph, v) if bridge else None
+        if sides is None:
+            parts = [(Node(int(lo) % N, length, _window_prompt(graph, v)), np.ones(length))]
+        else:
+            # the left prompt's share falls linearly across the plateau, centred on the overlap
+            centre = v.start % N + v.length / 2 - lo
+            right = np.clip((q + 0.5 - (centre - flat / 2)) / max(flat, 1), 0.0, 1.0)
+            parts = [(Node(int(lo) % N, length, sides[0]), 1.0 - right), (Node(int(lo) % N, length, sides[1]), right)]
+        windows.append(parts)
         profiles.append(profile)
     total = np.zeros(N)   # sum of the window profiles covering each frame
     blend = np.zeros(N)   # their maximum: how much of the frame the windows take over
-    for w, p in zip(windows, profiles):
-        np.add.at(total, w.frames(N), p)
-        np.maximum.at(blend, w.frames(N), p)
+    for parts, p in zip(windows, profiles):
+        f = parts[0][0].frames(N)
+        np.add.at(total, f, p)
+        np.maximum.at(blend, f, p)
     out = [WeightedNode(n.start, n.length, n.prompt, n.weights * (1 - blend[n.frames(N)])) for n in nodes]
-    for w, p in zip(windows, profiles):
-        f = w.frames(N)
-        out.append(WeightedNode(w.start, w.length, w.prompt, blend[f] * p / np.maximum(total[f], 1e-12)))
+    for parts, p in zip(windows, profiles):
+        f = parts[0][0].frames(N)
+        for w, share in parts:
+            out.append(WeightedNode(w.start, w.length, w.prompt, share * blend[f] * p / np.maximum(total[f], 1e-12)))
     return out
+
+
+def _side_prompts(graph: FactorGraph, v: Node) -> Optional[tuple[str, str]]:
+    """The prompts of the factors left and right of ``v`` when they differ (else None)."""
+    left, right = _neighbours(graph, v)
+    if v.prompt is not None or left is None or right is None:
+        return None
+    a, b = graph.factors[left].prompt, graph.factors[right].prompt
+    return None if a == b or a is None or b is None else (a, b)
 
 
 def _window_prompt(graph: FactorGraph, v: Node) -> Optional[str]:

@@ -85,3 +85,19 @@ def test_reference_statistics_and_input_checks():
     profile = M.step_profile(swinging(10))
     with pytest.raises(ValueError, match="transition indices"):
         M.summarize_steps(profile, [9], REFERENCE)
+
+
+def test_suite_scores_see_a_snap_at_the_edge_of_an_overlap():
+    """A collage's snap sits at its variable node's edge, 10 frames after the boundary: the suites'
+    radius (half the transition window) sees it, a radius of 2 transitions does not."""
+    from types import SimpleNamespace
+
+    from eval.suites.scoring import discontinuity_scores
+
+    snapped = swinging(160)
+    snapped[90:, 21] += [0.5, 0.0, 0.0]  # the wrist jumps 0.5 m between frames 89 and 90, and stays
+    ref = SimpleNamespace(step_quantile=REFERENCE)
+    near = discontinuity_scores([snapped], [[80]], ref, "bd", radius=2)
+    window = discontinuity_scores([snapped], [[80]], ref, "bd", radius=30)
+    assert near["bd_step"] < 0.1 and near["bd_over"] == 0 and near["in_flags"] > 0
+    assert window["bd_step"] > 0.35 and window["bd_over"] == 1 and window["in_flags"] == 0

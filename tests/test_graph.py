@@ -147,7 +147,8 @@ def test_merge_plans_sum_to_one_on_every_frame(loop):
     for segments in ([("a", 80), ("b", 60), ("c", 80)], [("a", 45), ("b", 30), ("a", 50)], [("a", 400)], [("a", 60)]):
         g = build(segments, overlap=20, max_frames=196)
         for rule in (MergeRule(), MergeRule("taper", taper=10), MergeRule("taper", taper=20),
-                     MergeRule("harmonise", window=60, plateau=30), MergeRule("harmonise", window=80, plateau=80)):
+                     MergeRule("harmonise", window=60, plateau=30), MergeRule("harmonise", window=80, plateau=80),
+                     MergeRule("bridge", window=80, plateau=30), MergeRule("bridge", window=60, plateau=60)):
             _check_plan(g, rule)
 
 
@@ -176,3 +177,30 @@ def test_harmonise_window_replaces_the_middle_and_takes_the_shared_prompt():
     assert [n.prompt for n in split[-2:]] == ["walk", "walk"]  # a split segment keeps its prompt
     with pytest.raises(GraphError, match="unknown merge"):
         MergeRule("soft")
+
+
+def _prompt_weights(g, plan, prompt):
+    w = np.zeros(g.num_frames)
+    for n in plan:
+        if n.prompt == prompt:
+            np.add.at(w, n.frames(g.num_frames), n.weights)
+    return w
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_bridge_cross_fades_the_two_prompts_linearly_with_no_null_frames(loop):
+    g = (cycle if loop else chain)([("walk", 80), ("wave", 60), ("run", 80)], overlap=20, max_frames=120)
+    plan = _check_plan(g, MergeRule("bridge", window=80, plateau=30), max_frames=120)
+    walk, wave, run = (_prompt_weights(g, plan, p) for p in ("walk", "wave", "run"))
+    assert not np.any(_prompt_weights(g, plan, None))  # every frame follows a prompt
+    # across the first boundary (frame 80) walk hands over to wave linearly over the 30-frame plateau
+    np.testing.assert_allclose(wave[65:95], (np.arange(30) + 0.5) / 30, atol=1e-12)
+    np.testing.assert_allclose(walk[65:95] + wave[65:95], 1.0, atol=1e-12)
+    assert walk[20:60].min() > 1 - 1e-12 and run[160:200].min() > 1 - 1e-12
+    # no weight jumps: at most one step of the cross-fade per frame
+    for w in (walk, wave, run):
+        d = np.abs(np.diff(np.concatenate([w, w[:1]]) if loop else w))
+        assert d.max() <= 1 / 30 + 1e-12
+    # the two windows of a boundary cover the same frames with the two sides' prompts
+    windows = [n for n in plan if n.length == 80 and n.start in (40, 100)]
+    assert sorted((n.start, n.prompt) for n in windows) == [(40, "walk"), (40, "wave"), (100, "run"), (100, "wave")]

@@ -18,8 +18,8 @@ from eval.scenes import GROUPS, Scene, build_scenes, save_scenes
 
 from .base import MAX_BATCH, Plan, WindowedSuite, check_whole, register_suite, setting
 from .flowmdm import flowmdm_scores, scene_file
-from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, check_motions, discontinuity_scores,
-                      matching_metrics, motion_joints, rng_for, transition_scores)
+from .scoring import (METRICS, REAL, STEPS, Reference, Row, Scored, SplitData, check_motions, discontinuity_scores,
+                      matching_metrics, motion_joints, real_step_scores, rng_for, transition_scores)
 
 
 R_PRECISION_RULES = ("batches", "flowmdm")
@@ -133,7 +133,7 @@ class ComposeSuite(WindowedSuite):
             raise ValueError(f"no transition window of {w} frames fits inside the scenes")
         tr, curve = transition_scores(win_feats, win_joints, ref, w, self, rng)
         out.update(tr)
-        out.update(discontinuity_scores(all_joints, [r.boundaries for r in rows], ref, "bd"))
+        out.update(discontinuity_scores(all_joints, [r.boundaries for r in rows], ref, "bd", radius=w // 2))
         out["transitions"] = float(len(win_feats))
         return Scored(out, {"transition_jerk": curve})
 
@@ -147,8 +147,7 @@ class ComposeSuite(WindowedSuite):
         feats, joints = ref.window_crops(self.transition_window, max(n, 2), rng)
         tr, curve = transition_scores(list(feats), list(joints), ref, self.transition_window, self, rng)
         out.update(tr)
-        # real crops: their middle frame stands for a boundary
-        out.update(discontinuity_scores(list(joints), [[self.transition_window // 2]] * len(joints), ref, "bd"))
+        out.update(real_step_scores(ref, self.transition_window, max(n, 2), rng_for(self.seed, rep, STEPS), "bd"))
         out["transitions"] = float(len(feats))
         return Scored(out, {"transition_jerk": curve})
 

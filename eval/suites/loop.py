@@ -17,8 +17,9 @@ from eval import metrics as M
 from motion_collage.methods import METHODS, get_method, loop_methods
 
 from .base import MethodCall, WindowedSuite, check_seconds, register_suite, setting
-from .scoring import (METRICS, REAL, Reference, Row, Scored, SplitData, caption_rows, check_motions,
-                      discontinuity_scores, matching_metrics, motion_joints, rng_for, transition_scores)
+from .scoring import (METRICS, REAL, STEPS, Reference, Row, Scored, SplitData, caption_rows, check_motions,
+                      discontinuity_scores, matching_metrics, motion_joints, real_step_scores, rng_for,
+                      transition_scores)
 
 CONCAT = "concat"
 CONCAT_METHOD = "collage"       # what the concat baseline generates (open), joined end to start when scored
@@ -92,7 +93,7 @@ class LoopSuite(WindowedSuite):
         out.update(seam)
         out.update(inner)
         out["seam_jerk_peak"], out["interior_jerk_peak"] = sj.seam_peak, sj.interior_peak
-        out.update(discontinuity_scores(tiled_joints, [[period]] * len(tiled_joints), ref, "seam"))
+        out.update(discontinuity_scores(tiled_joints, [[period]] * len(tiled_joints), ref, "seam", radius=w // 2))
         return Scored(out, {"seam_jerk": seam_curve, "interior_jerk": inner_curve})
 
     def score_real(self, rows: Sequence[Row], ref: Reference, rep: int) -> Scored:
@@ -105,8 +106,8 @@ class LoopSuite(WindowedSuite):
             tr, curve = transition_scores(list(feats), list(joints), ref, self.transition_window, self, rng, prefix)
             out.update(tr)
             curves[prefix + "jerk"] = curve
-        # real crops: their middle frame stands for a seam
-        out.update(discontinuity_scores(list(joints), [[self.transition_window // 2]] * len(joints), ref, "seam"))
+        out.update(real_step_scores(ref, self.transition_window, max(len(rows), 2), rng_for(self.seed, rep, STEPS),
+                                    "seam"))
         return Scored(out, curves)
 
     def describe(self, notes: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from motion_collage.representation import features_to_joints
 from motion_core.spec import HUMANML3D, DatasetSpec
 
 # Salts naming what a generator draws (so two purposes never share a stream).
-PROMPTS, CROPS, REAL, SHUFFLE, METRICS, REFERENCE, WINDOWS, MM_BATCHES, MM_PAIRS = range(1, 10)
+PROMPTS, CROPS, REAL, SHUFFLE, METRICS, REFERENCE, WINDOWS, MM_BATCHES, MM_PAIRS, STEPS = range(1, 11)
 
 
 def rng_for(seed: int, rep: int, purpose: int) -> np.random.Generator:
@@ -271,14 +271,16 @@ def transition_scores(windows_feats: list[np.ndarray], windows_joints: list[np.n
 
 
 def discontinuity_scores(joints: Sequence[np.ndarray], marks: Sequence[Sequence[int]], ref: Reference,
-                         name: str) -> dict[str, float]:
-    """Single-frame steps (eval.metrics.discontinuities) at the marked frame boundaries of each motion
-    [T, J, 3] and everywhere else: ``{name}_step`` the largest step near a mark (m), ``{name}_over``
-    steps above the real 99.9th percentile per mark, ``{name}_flags`` jumps + stalls + spikes per
-    mark, ``in_flags`` the same per 100 transitions away from the marks."""
+                         name: str, radius: int = 2) -> dict[str, float]:
+    """Single-frame steps (eval.metrics.discontinuities) within ``radius`` transitions of the marked
+    frame boundaries of each motion [T, J, 3] and everywhere else: ``{name}_step`` the largest step
+    near a mark (m), ``{name}_over`` steps above the real 99.9th percentile per mark, ``{name}_flags``
+    jumps + stalls + spikes per mark, ``in_flags`` the same per 100 transitions away from the marks.
+    The suites use the half transition window as ``radius``: a collage's snaps sit at the edges of
+    its overlaps, several frames from the boundary itself."""
     big, over, flags, n_marks, in_flags, in_n = 0.0, 0, 0, 0, 0, 0
     for j, m in zip(joints, marks):
-        found = M.discontinuities(j, {name: list(m)}, ref.step_quantile)
+        found = M.discontinuities(j, {name: list(m)}, ref.step_quantile, radius=radius)
         at, rest = found[name], found["interior"]
         if at.transitions:
             big = max(big, at.max_step)
@@ -287,6 +289,14 @@ def discontinuity_scores(joints: Sequence[np.ndarray], marks: Sequence[Sequence[
     per = max(n_marks, 1)
     return {f"{name}_step": big, f"{name}_over": over / per, f"{name}_flags": flags / per,
             "in_flags": 100.0 * in_flags / max(in_n, 1)}
+
+
+def real_step_scores(ref: Reference, window: int, count: int, rng: np.random.Generator, name: str) -> dict[str, float]:
+    """:func:`discontinuity_scores` of real motion: crops of two windows (one where no clip is that
+    long) whose middle stands for a mark, scored with the half window as radius like generated rows."""
+    span = 2 * window if any(c.length >= 2 * window for c in ref.data.clips) else window
+    _, joints = ref.window_crops(span, count, rng)
+    return discontinuity_scores(list(joints), [[span // 2]] * len(joints), ref, name, radius=window // 2)
 
 
 def caption_scores(rows: Sequence[Row], motions: Sequence[np.ndarray], ref: Reference, settings: MetricSettings,
