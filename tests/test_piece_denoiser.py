@@ -236,3 +236,13 @@ def test_cuda_graph_on_cpu_is_a_one_line_error():
     x, sigma, mask = inputs(P=2)
     with pytest.raises(ValueError, match=r"^cuda_graph needs a CUDA device; the inputs are on cpu$"):
         den(x, sigma, mask, PieceConditions(("walk", None)))
+
+
+def test_sample_cuda_graph_on_cpu_is_a_one_line_usage_error(tmp_path, capsys):
+    from motion_collage import sample
+
+    code = sample.main(["--prompts", "a person walks forward", "--cuda_graph", "--device", "cpu",
+                        "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: --cuda_graph needs a CUDA device; --device cpu resolved to cpu\n"
+    assert not (tmp_path / "out").exists()
