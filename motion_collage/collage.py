@@ -6,10 +6,12 @@ piece denoiser applies classifier-free guidance per piece; the x0 predictions ar
 signed weights (+1 per factor, -(d_i - 1) per variable node i of degree d_i). A
 :class:`~motion_collage.graph.MergeRule` other than the exact one tapers those weights at the
 edges of the overlaps or blends a harmonisation window over each of them (same single call).
+A ``constraint`` (:class:`~motion_collage.constraints.ConstraintApplier`) then replaces the merged
+x0 on the known frames and dimensions (MDM's editing choice), still in that one call per step.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -25,11 +27,14 @@ Guidance = Union[None, float, Sequence[float], Tensor]
 class LayoutDenoiser:
     """Sequence denoiser over a :class:`PieceLayout`: one batched piece call, then the merge.
 
-    ``guidance`` is ``[P]`` per piece or ``None`` (the piece denoiser's default).
+    ``guidance`` is ``[P]`` per piece or ``None`` (the piece denoiser's default); ``constraint``
+    maps the merged x0 ``[B, T, D]`` to the constrained one (None: unconstrained).
     """
 
-    def __init__(self, piece_denoiser: PieceDenoiser, layout: PieceLayout, guidance: Optional[Tensor] = None) -> None:
+    def __init__(self, piece_denoiser: PieceDenoiser, layout: PieceLayout, guidance: Optional[Tensor] = None,
+                 constraint: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         self.piece_denoiser = piece_denoiser
+        self.constraint = constraint
         self._layouts: dict[torch.device, PieceLayout] = {layout.seq_index.device: layout}
         self.layout = layout
         self._guidance = guidance
@@ -54,7 +59,8 @@ class LayoutDenoiser:
             self._guidance_on[x.device] = None if self._guidance is None else self._guidance.to(x.device)
         cond = PieceConditions(layout.prompts, self._guidance_on[x.device])
         x0_pieces = self.piece_denoiser(gather_pieces(x, layout), sigma[layout.seq_index], layout.mask, cond)
-        return merge_pieces(x0_pieces, layout)
+        x0 = merge_pieces(x0_pieces, layout)
+        return x0 if self.constraint is None else self.constraint(x0)
 
 
 class CollageDenoiser(LayoutDenoiser):
@@ -71,13 +77,19 @@ class CollageDenoiser(LayoutDenoiser):
         merge: how the pieces are merged (default: the exact signed merge); see
             :func:`motion_collage.graph.merge_plan`. Not with ``include_variables=False``.
         max_frames: the longest piece the model takes (bounds harmonisation windows).
+        constraint: known motion applied to the merged x0 at every call
+            (:class:`~motion_collage.constraints.ConstraintApplier`); the factors of known segments
+            are denoised with the null condition (:func:`~motion_collage.constraints.null_known`).
     """
 
     def __init__(self, piece_denoiser: PieceDenoiser, graphs: Sequence[FactorGraph],
                  guidance: Guidance = None, include_variables: bool = True, merge: MergeRule = EXACT,
-                 max_frames: Optional[int] = None) -> None:
+                 max_frames: Optional[int] = None, constraint: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         if not graphs:
             raise ValueError("CollageDenoiser needs at least one graph")
+        if constraint is not None:
+            from .constraints import null_known
+            graphs = [null_known(g) for g in graphs]
         self.graphs = tuple(graphs)
         self.merge = merge
         if merge == EXACT or not include_variables:
@@ -86,7 +98,7 @@ class CollageDenoiser(LayoutDenoiser):
             layout = build_weighted_layout([(g.num_frames, merge_plan(g, merge, max_frames)) for g in self.graphs])
         if not include_variables:
             layout = _normalise_average(layout)
-        super().__init__(piece_denoiser, layout, per_piece_guidance(guidance, layout, len(self.graphs)))
+        super().__init__(piece_denoiser, layout, per_piece_guidance(guidance, layout, len(self.graphs)), constraint)
 
 
 def _normalise_average(layout: PieceLayout) -> PieceLayout:

@@ -112,7 +112,7 @@ def generate_motions(model, rows: Sequence[Sequence[tuple[str, int]]], *, method
                      method_options: Any = None, loop: bool = False, sampler: str = defaults.SAMPLER,
                      steps: int = defaults.STEPS, eta: float = defaults.ETA,
                      guidance: Optional[float | Sequence[float]] = None, seed: int = 0, row_offset: int = 0,
-                     dtype: str = defaults.DTYPE, progress: bool = False) -> Motions:
+                     dtype: str = defaults.DTYPE, progress: bool = False, constraint=None) -> Motions:
     """Generate one long motion per row of segments ``[(prompt, frames), ...]`` with a loaded model.
 
     ``model`` is an :func:`mdm_adapter.load` result (or anything with ``denoiser``, ``schedule``,
@@ -120,12 +120,16 @@ def generate_motions(model, rows: Sequence[Sequence[tuple[str, int]]], *, method
     options (its dataclass, or a mapping of user values: durations in seconds or ``'20f'``);
     missing ones take the method's defaults. ``loop`` closes each row into a cycle (methods that
     can). ``guidance`` None: the model's default scale. ``row_offset`` is the global index of the
-    first row, for per-row seeding across batches.
+    first row, for per-row seeding across batches. ``constraint``: known motion the rows must
+    reproduce, one :class:`~motion_collage.constraints.Constraint` for every row or a list with
+    one (or None) per row, on timelines that include the known segments (see
+    :func:`motion_collage.constraints.build_constraint`); methods that cannot take one refuse it.
     """
     _check_settings(steps, eta, guidance)
     spec = get_method(method)
     options = spec.make_options(method_options)
     spec.check_loop(loop)
+    spec.check_constraint(constraint)
     device = next(model.network.parameters()).device
     gens = row_generators(seed, range(row_offset, row_offset + len(rows)), device)
     setup = _sampling_setup(model, sampler, steps, eta, gens, progress)
@@ -133,14 +137,23 @@ def generate_motions(model, rows: Sequence[Sequence[tuple[str, int]]], *, method
     noise = torch.stack([prior_noise((T, model.spec.feature_dim), float(setup.sigmas[0]), g, device=device)
                          for g in gens])
     autocast = (torch.autocast(device.type, dtype=get_dtype(dtype)) if dtype != "fp32" else contextlib.nullcontext())
+    applier = _constraint_applier(constraint, len(rows), T, model) if constraint is not None else None
     check = FiniteCheck()
     checked = SamplingSetup(lambda den, x, sigmas, **kw: setup.sampler(check.wrap(den), x, sigmas, **kw),
                             setup.sigmas, setup.kwargs)
     with autocast:
         gen = spec(model.denoiser, rows, noise, checked, max_frames=model.spec.max_frames, fps=model.spec.fps,
-                   options=options, loop=loop, guidance=guidance, generators=gens)
+                   options=options, loop=loop, guidance=guidance, generators=gens, constraint=applier)
     check.raise_if_bad()
     return Motions(*_to_joints(gen, model), gen)
+
+
+def _constraint_applier(constraint, batch: int, num_frames: int, model):
+    from .constraints import Constraint, ConstraintApplier
+    per_row = [constraint] * batch if isinstance(constraint, Constraint) else list(constraint)
+    if len(per_row) != batch:
+        raise ValueError(f"got {len(per_row)} constraints for {batch} rows; give one, or one per row")
+    return ConstraintApplier(per_row, num_frames, model.model_stats)
 
 
 def _to_joints(gen: Generation, model) -> tuple[np.ndarray, list[np.ndarray]]:

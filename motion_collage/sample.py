@@ -97,7 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--cuda_graph", action="store_true",
                    help="replay each sampling step as one CUDA graph (CUDA only; same samples as eager)")
+    add_constraint_arguments(p)
     return p
+
+
+def add_constraint_arguments(p: argparse.ArgumentParser) -> None:
+    """Known motion the timeline must reproduce (motion_collage.constraints)."""
+    g = p.add_argument_group("known motion (a BVH file, our results.npy/features.npy, a HumanML3D new_joint_vecs "
+                             "file; frames at the model's fps, START-END excludes END)")
+    g.add_argument("--prefix", metavar="FILE[:START-END]", help="continue this motion: it opens the timeline")
+    g.add_argument("--keyframes", metavar="FILE@T1,T2,...",
+                   help="reproduce the file's frames at these times (seconds, or frames like 30f)")
+    g.add_argument("--keep", metavar="FILE[:FRAMES]", help="reproduce these frames of the file at their own times "
+                                                          "(FRAMES: 0-20,45,60-80; none: every frame)")
+    g.add_argument("--in_between", metavar="FILE[:START-END]",
+                   help="keep the first and last quarter of the motion, fill the middle from the prompts")
+    g.add_argument("--edit", nargs="+", metavar="PART",
+                   help="upper_body or lower_body: keep only that body part of the known motion (with FILE[:START-END]: "
+                        "of that whole motion) and regenerate the rest from the prompts")
 
 
 # ----------------------------------------------------------------------------------- parse
@@ -108,6 +125,7 @@ class Prompts:
 
     texts: list[str]
     durations: list[Duration]
+    given: bool = True  # durations set by the user (else the defaults)
 
     def segments(self, fps: float) -> list[tuple[str, int]]:
         """``[(prompt, frames), ...]`` at ``fps`` (a scene file's frames are at the model's fps)."""
@@ -149,7 +167,7 @@ def parse_prompts(args: argparse.Namespace) -> Prompts:
     seconds = sum(v for v in values if not isinstance(v, Frames))  # frames are checked at the model's fps
     if seconds > MAX_ROW_SECONDS:
         raise UsageError(f"the motion would last {seconds:g} s; the limit is {MAX_ROW_SECONDS:g} s per motion")
-    return Prompts(texts, values)
+    return Prompts(texts, values, bool(given) or any(d is not None for d in file_durations))
 
 
 def parse_overlap(text: Optional[str]):
@@ -208,6 +226,7 @@ class Job:
     options: Any
     device: str
     out_dir: Path
+    constraint: Any = None  # a constraints.ConstraintRequest
 
 
 def parse(args: argparse.Namespace) -> Job:
@@ -222,13 +241,24 @@ def parse(args: argparse.Namespace) -> Job:
         raise UsageError(f"--cuda_graph needs a CUDA device; --device {args.device} resolved to {device}")
     prompts = parse_prompts(args)
     get_method(args.method).check_loop(args.loop)
+    constraint = parse_constraint(args)
     options = method_options(args.method, parse_overlap(args.overlap), args.transition)
     if args.stats_dir is not None and not Path(args.stats_dir).is_dir():
         raise UsageError(f"--stats_dir {args.stats_dir} is not a folder")
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(
         prompts.texts, args.method, args.loop, args.seed)
     check_output_folder(out_dir, args.overwrite)
-    return Job(args, prompts, options, device, out_dir)
+    return Job(args, prompts, options, device, out_dir, constraint)
+
+
+def parse_constraint(args: argparse.Namespace):
+    """The known-motion request of --prefix/--keyframes/--keep/--in_between/--edit (files checked now)."""
+    from .constraints import parse_request
+
+    request = parse_request(args.prefix, args.keyframes, args.keep, args.in_between, args.edit)
+    if request is not None:
+        get_method(args.method).check_constraint(request)
+    return request
 
 
 # ----------------------------------------------------------------------------------- build
@@ -273,17 +303,22 @@ class Generated:
     settings: dict
 
 
-def check_timeline(job: Job, model) -> list[tuple[str, int]]:
-    """The segments at the model's fps, after the method's check of its graphs (one line if bad)."""
+def check_timeline(job: Job, model) -> tuple[list[tuple[str, int]], Any]:
+    """The segments at the model's fps (known segments included) and the constraint, after the
+    method's check of its graphs (one line if bad)."""
     from .graph import GraphError
 
-    segments = job.prompts.segments(model.spec.fps)
+    segments, constraint = job.prompts.segments(model.spec.fps), None
+    if job.constraint is not None:
+        from .constraints import build_constraint, load_known_motion
+        motion = load_known_motion(job.constraint.path, model.spec, model.model_stats)
+        segments, constraint = build_constraint(job.constraint, motion, segments, job.prompts.given, model.spec)
     try:
         get_method(job.args.method).check_timeline([segments], model.spec.max_frames, model.spec.fps,
                                                    job.options, job.args.loop)
     except GraphError as exc:
         raise UsageError(str(exc)) from None
-    return segments
+    return segments, constraint
 
 
 def generate(job: Job, model) -> Generated:
@@ -291,7 +326,7 @@ def generate(job: Job, model) -> Generated:
     from .pipeline import generate_motions
 
     args = job.args
-    segments = check_timeline(job, model)
+    segments, constraint = check_timeline(job, model)
     n_rows = args.num_samples * args.num_repetitions
     started = time.perf_counter()
     features, joints, seg_rows = [], [], []
@@ -300,14 +335,15 @@ def generate(job: Job, model) -> Generated:
         batch = generate_motions(model, [segments] * count, method=args.method, method_options=job.options,
                                  loop=args.loop, sampler=args.sampler, steps=args.steps, eta=args.eta,
                                  guidance=args.guidance_param, seed=args.seed, row_offset=first, dtype=args.dtype,
-                                 progress=True)
+                                 progress=True, constraint=constraint)
         features.append(batch.features)
         joints += batch.joints
-        seg_rows += [[{"text": s.prompt, "start": s.start, "end": s.end} for s in g.segments]
+        seg_rows += [[{"text": str(s.prompt), "start": s.start, "end": s.end} for s in g.segments]
                      for g in batch.generation.graphs]
-    text = " | ".join(p for p, _ in segments)
+    text = " | ".join(str(p) for p, _ in segments)
     results = results_dict(joints, seg_rows, [text] * n_rows, args.num_samples, args.num_repetitions, args.loop)
     settings = job_settings(job, model, segments, time.perf_counter() - started)
+    settings["constraint"] = None if constraint is None else constraint.settings
     return Generated(results, np.concatenate(features), settings)
 
 
@@ -317,7 +353,7 @@ def job_settings(job: Job, model, segments: list[tuple[str, int]], seconds: floa
     frame_kwargs = spec.make_options(job.options).frame_kwargs(model.spec.fps)
     overlap = getattr(job.options, "overlap", None)
     return {**vars(job.args), "device": job.device, "resolved_model_path": str(model.path),
-            "segments_frames": [[p, f] for p, f in segments],
+            "segments_frames": [[str(p), f] for p, f in segments],
             "overlap_frames": None if overlap is None else to_frames(overlap, model.spec.fps),
             "method_options": {**frame_kwargs, **({"loop": job.args.loop} if spec.loops else {})},
             "total_frames": sum(f for _, f in segments), "fps": model.spec.fps,

@@ -9,6 +9,7 @@ defaults and capabilities from the registry only, through :func:`get_method`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -156,16 +157,32 @@ class MethodSpec:
         except TypeError as exc:
             raise ValueError(f"bad options for method {self.name!r}: {exc}") from None
 
+    @property
+    def takes_constraint(self) -> bool:
+        """Whether ``generate`` applies known motion (a ``constraint`` argument, see
+        :mod:`motion_collage.constraints`)."""
+        return "constraint" in inspect.signature(self.generate).parameters
+
+    def check_constraint(self, constraint: Any) -> None:
+        if constraint is not None and not self.takes_constraint:
+            takers = [n for n, s in METHODS.items() if s.takes_constraint]
+            raise ValueError(f"method {self.name!r} cannot keep known motion (--prefix, --keyframes, --keep, "
+                             f"--in_between, --edit); use one of {takers}")
+
     def check_loop(self, loop: bool) -> None:
         if loop and not self.loops:
             raise GraphError(f"method {self.name!r} cannot make a loop; use one of {loop_methods()}")
 
     def __call__(self, piece_denoiser, rows: Rows, noise: Tensor, setup: SamplingSetup, *, max_frames: int,
                  fps: float, options: Any = None, loop: bool = False, guidance=None,
-                 generators: Optional[Sequence[torch.Generator]] = None) -> Generation:
-        """Run the method with its options (user units) resolved to frames at ``fps``."""
+                 generators: Optional[Sequence[torch.Generator]] = None, constraint: Any = None) -> Generation:
+        """Run the method with its options (user units) resolved to frames at ``fps``; ``constraint``
+        (methods that take one): a :class:`~motion_collage.constraints.ConstraintApplier`."""
         self.check_loop(loop)
+        self.check_constraint(constraint)
         kwargs = self.make_options(options).frame_kwargs(fps)
+        if constraint is not None:
+            kwargs["constraint"] = constraint
         if self.loops:
             kwargs["loop"] = loop
         if self.row_generators and generators is not None:

@@ -85,34 +85,39 @@ _MERGE_FRAMES = CollageOptions().merge_rule(HUMANML3D.fps)
 def generate_collage(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
                      max_frames: int, overlap: int, loop: bool = False, transition: str = "null",
                      guidance: Guidance = None, merge: str = _MERGE_FRAMES.kind, taper: int = _MERGE_FRAMES.taper,
-                     window: int = _MERGE_FRAMES.window, plateau: int = _MERGE_FRAMES.plateau) -> Generation:
+                     window: int = _MERGE_FRAMES.window, plateau: int = _MERGE_FRAMES.plateau,
+                     constraint=None) -> Generation:
     """DiffCollage on a chain (or cycle) of the segments, merged by ``merge`` (lengths in frames;
     see :func:`motion_collage.graph.merge_plan`; defaults: :class:`CollageOptions` at 20 fps)."""
     counter = CallCounter(piece_denoiser)
     graphs = timeline_graphs(rows, max_frames, overlap, loop, transition)
     check_noise(noise, graphs)
     rule = MergeRule(merge, taper, window, plateau)
-    motion = setup.run(CollageDenoiser(counter, graphs, guidance, merge=rule, max_frames=max_frames), noise)
+    motion = setup.run(CollageDenoiser(counter, graphs, guidance, merge=rule, max_frames=max_frames,
+                                       constraint=constraint), noise)
     return finish(counter, motion, graphs)
 
 
 def generate_average(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
-                     max_frames: int, overlap: int, loop: bool = False, guidance: Guidance = None) -> Generation:
+                     max_frames: int, overlap: int, loop: bool = False, guidance: Guidance = None,
+                     constraint=None) -> Generation:
     """MultiDiffusion: the same factors as the collage, overlaps averaged, no variable nodes."""
     counter = CallCounter(piece_denoiser)
     graphs = timeline_graphs(rows, max_frames, overlap, loop)
     check_noise(noise, graphs)
-    motion = setup.run(CollageDenoiser(counter, graphs, guidance, include_variables=False), noise)
+    motion = setup.run(CollageDenoiser(counter, graphs, guidance, include_variables=False, constraint=constraint),
+                       noise)
     return finish(counter, motion, graphs)
 
 
 def generate_independent(piece_denoiser: PieceDenoiser, rows, noise: Tensor, setup: SamplingSetup, *,
-                         max_frames: int, guidance: Guidance = None, loop: bool = False) -> Generation:
+                         max_frames: int, guidance: Guidance = None, loop: bool = False,
+                         constraint=None) -> Generation:
     """Each segment generated on its own (no overlap), concatenated; all in one batch."""
     if loop:
         raise GraphError("method 'independent' cannot make a loop; use collage, average or doubletake")
     return generate_collage(piece_denoiser, rows, noise, setup, max_frames=max_frames, overlap=0,
-                            guidance=guidance)
+                            guidance=guidance, constraint=constraint)
 
 
 def naive_prompt(segments: Sequence[tuple[str, int]]) -> str:
