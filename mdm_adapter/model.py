@@ -260,9 +260,8 @@ def _packed_encoder_layer(layer: nn.TransformerEncoderLayer, h: Tensor, attend) 
     heads = sa.num_heads
 
     def block(z: Tensor) -> Tensor:
-        qkv = F.linear(z, sa.in_proj_weight, sa.in_proj_bias).unflatten(-1, (3, heads, -1))
-        q, k, v = qkv.unbind(1)  # [Nt, H, hd]
-        a = attend(q, k, v, sa.dropout if sa.training else 0.0).flatten(1)
+        qkv = F.linear(z, sa.in_proj_weight, sa.in_proj_bias).unflatten(-1, (3, heads, -1))  # [Nt, 3, H, hd]
+        a = attend(qkv, sa.dropout if sa.training else 0.0).flatten(1)
         return layer.dropout1(sa.out_proj(a))
 
     def feed_forward(z: Tensor) -> Tensor:

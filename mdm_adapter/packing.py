@@ -100,25 +100,25 @@ def build_packing(mask: Tensor, device: torch.device | str, attention: str = "ro
                    attention=attention, lengths=tuple(lengths.tolist()))
 
 
-Attend = Callable[[Tensor, Tensor, Tensor, float], Tensor]  # q, k, v [Nt, H, hd], dropout p -> [Nt, H, hd]
+Attend = Callable[[Tensor, float], Tensor]  # qkv [Nt, 3, H, hd], dropout p -> [Nt, H, hd]
 
 
 def attention_fn(packing: Packing) -> Attend:
     """Block-diagonal self-attention over the packed stream with the packing's backend."""
     if packing.attention == "nested":
-        return lambda q, k, v, p: _nested(packing, q, k, v, p)
+        return lambda qkv, p: _nested(packing, *qkv.unbind(1), p)
     if packing.attention == "flex":
-        return lambda q, k, v, p: _flex(packing, q, k, v, p)
-    return lambda q, k, v, p: _rows(packing, q, k, v, p)
+        return lambda qkv, p: _flex(packing, *qkv.unbind(1), p)
+    return lambda qkv, p: _rows(packing, qkv, p)
 
 
-def _rows(packing: Packing, q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
-    """Scatter to ``[R, H, C, hd]``, SDPA with the key-padding mask, gather the real tokens back."""
-    idx = packing.slot_token
-    Q, K, V = (z[idx].transpose(1, 2) for z in (q, k, v))  # [R, H, C, hd]
+def _rows(packing: Packing, qkv: Tensor, dropout_p: float) -> Tensor:
+    """One gather to ``[R, C, 3, H, hd]``, SDPA with the key-padding mask, the real tokens back."""
+    _, _, heads, hd = qkv.shape
+    Q, K, V = qkv[packing.slot_token].permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, C, hd] each
     out = F.scaled_dot_product_attention(Q, K, V, attn_mask=packing.slot_valid[:, None, None, :],
                                          dropout_p=dropout_p)
-    return out.transpose(1, 2).reshape(-1, q.shape[1], q.shape[2])[packing.token_slot]
+    return out.transpose(1, 2).reshape(-1, heads, hd)[packing.token_slot]
 
 
 def _nested(packing: Packing, q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:

@@ -75,6 +75,11 @@ def _add_section_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quickstart-steps", type=int, default=defaults.STEPS,
                    help=f"DDIM steps of the quickstart timing (default {defaults.STEPS})")
     p.add_argument("--no-checks", action="store_true", help="skip the sync audit, chunking and numerics sections")
+    p.add_argument("--packing-durations", nargs="*", type=float, default=None, metavar="SECONDS",
+                   help="time one collage piece-denoiser call padded, packed and in 2 length buckets at these "
+                        "durations (default 24 60; smoke: 10; none given: skip)")
+    p.add_argument("--packing", choices=("rows", "nested", "flex", "off"), default=None,
+                   help="packed rows of the piece denoiser (default: its own, rows)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny model, CPU, 2 steps, durations 10 24 s, batch 2 throughput: a seconds-long check")
     p.add_argument("--tag", default=None, help="file name stem of the outputs (default from device/model/dtype/steps)")
@@ -100,6 +105,7 @@ def _apply_smoke(args: argparse.Namespace) -> None:
             args.durations = list(SMOKE_DURATIONS)
         args.throughput_batch = 2 if args.throughput_batch is None else args.throughput_batch
         args.numerics = [] if args.numerics is None else args.numerics
+        args.packing_durations = [10.0] if args.packing_durations is None else args.packing_durations
 
 
 def _require(ok: bool, option: str, value, expected: str) -> None:
@@ -125,6 +131,8 @@ def check_args(args: argparse.Namespace) -> None:
     _require(args.warmup_steps >= 0, "--warmup-steps", args.warmup_steps, "an integer >= 0 (0 = no warm-up)")
     for d in args.durations:
         _require(_positive_seconds(d), "--durations", d, "positive seconds")
+    for d in args.packing_durations or []:
+        _require(_positive_seconds(d), "--packing-durations", d, "positive seconds")
     _require(_positive_seconds(args.throughput_duration), "--throughput-duration", args.throughput_duration,
              "positive seconds")
     _require(args.long is None or _positive_seconds(args.long), "--long", args.long, "positive seconds")
@@ -147,6 +155,8 @@ def _default_tag(args: argparse.Namespace) -> str:
         tag += f"-buckets{args.length_buckets}"
     if args.max_rows_per_call:
         tag += f"-chunk{args.max_rows_per_call}"
+    if args.packing:
+        tag += f"-packing-{args.packing}"
     return tag
 
 
@@ -162,6 +172,8 @@ def resolve_args(parsed: argparse.Namespace) -> argparse.Namespace:
         args.repeats = 3 if args.device.startswith("cuda") else 1
     if args.numerics is None:
         args.numerics = ["bf16"]
+    if args.packing_durations is None:
+        args.packing_durations = [24.0, 60.0]
     if args.quickstart is None:
         args.quickstart = ["fp32"] if args.model in ("default", "default-arch") else []
     check_args(args)
@@ -179,6 +191,8 @@ def build(args: argparse.Namespace) -> tuple[torch.device, BenchModel]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model = build_model(args.model, device, args.compile, args.max_rows_per_call, length_buckets=args.length_buckets)
+    if args.packing:
+        model.denoiser.packing = args.packing
     return device, model
 
 

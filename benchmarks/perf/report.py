@@ -59,6 +59,7 @@ def environment(device: torch.device, args: argparse.Namespace, model: BenchMode
         "timing": f"median of {args.repeats} after a {args.warmup_steps}-step warm-up with the same shapes",
         "flops": "analytic, from the shapes of every network call (padded tokens included)",
         "max_rows_per_call": args.max_rows_per_call, "length_buckets": args.length_buckets,
+        "packing": model.denoiser.packing,
     }
 
 
@@ -107,9 +108,12 @@ def format_table(report: dict) -> str:
     if report.get("ratios"):
         lines += ["", "ratios (same run):"] + [f"  {k}: {v:.2f}" for k, v in report["ratios"].items()]
     lines += [_throughput_line(t) for t in report.get("throughput", [])]
-    for key in ("peaks", "sync_audit", "chunking", "numerics", "quickstart", "long"):
+    for key in ("peaks", "sync_audit", "chunking", "numerics", "quickstart", "long", "compile"):
         if report.get(key):
             lines.append(f"{key}: {json.dumps(report[key])}")
+    if report.get("packing"):
+        from .packing import format_packing
+        lines.append(format_packing(report["packing"]))
     return "\n".join(lines)
 
 

@@ -18,8 +18,9 @@ from .checks import audit_collage, chunking_check, numerics_check
 from .device import gemm_rate, nominal_peak, sync
 from .report import environment, ratios
 from .runs import autocast, timed_run
+from .packing import packing_comparison
 from .settings import FPS, QUICKSTART, SAMPLER, frames as to_frames
-from .zoo import BenchModel
+from .zoo import BenchModel, compile_status
 
 Progress = Callable[[str], None]
 
@@ -149,6 +150,13 @@ def measured_report(model: BenchModel, device: torch.device, args: argparse.Name
     refresh_peaks(report, device, args)
     if not args.no_checks:
         report.update(checks_section(model, device, args, progress))
+    if args.packing_durations:
+        report["packing"] = []
+        for duration in args.packing_durations:
+            progress(f"packing {duration:g}s")
+            report["packing"].append(packing_comparison(model, duration, device, max(3, args.repeats)))
+    if args.compile:
+        report["compile"] = compile_status(model.recorder)
     if args.quickstart:
         report["quickstart"] = []
         for dtype in args.quickstart:

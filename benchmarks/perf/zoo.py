@@ -8,6 +8,7 @@ model that points at it.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from .flops import Call
 from .settings import MAX_FRAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# torch.compile at fixed shapes compiles one graph per distinct call shape; dynamo's default limit
+# (8 per function) silently falls back to eager beyond it, and the bench's own sweep has 15 shapes.
+COMPILE_SHAPE_LIMIT = 64
 
 
 class StandInTextEncoder(CachedEncoder):
@@ -51,15 +55,23 @@ class ShapeRecorder(nn.Module):
     ``text_tokens``, ``max_timestep_rows``, ``arch``), taken from the uncompiled ``base``.
     """
 
-    def __init__(self, net: nn.Module, base: MDM) -> None:
+    def __init__(self, net: nn.Module, base: MDM, compiled: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.compiled = compiled
         self.calls: list[Call] = []
+        self.shapes: set = set()  # distinct call shapes (one compiled graph each when compiled)
         for name in ("feature_dim", "text_dim", "text_tokens", "max_timestep_rows", "arch"):
             setattr(self, name, getattr(base, name))
 
     def forward(self, x: Tensor, *rest) -> Tensor:
         packing = rest[3] if len(rest) > 3 else None
+        shape = (tuple(x.shape), None if packing is None else packing.lengths)
+        if shape not in self.shapes:
+            self.shapes.add(shape)
+            if self.compiled and len(self.shapes) == COMPILE_SHAPE_LIMIT + 1:
+                print(f"[bench] compile: more than {COMPILE_SHAPE_LIMIT} call shapes; torch.compile runs the "
+                      f"further shapes eagerly (reported as fell_back_to_eager)", file=sys.stderr, flush=True)
         if packing is None:
             self.calls.append(Call(x.shape[0], x.shape[-1], torch.is_grad_enabled()))
         else:  # a packed call: its real tokens, and the attention it computes
@@ -67,6 +79,12 @@ class ShapeRecorder(nn.Module):
                      else sum(n * n for n in packing.lengths))
             self.calls.append(Call(x.shape[0], x.shape[-1], torch.is_grad_enabled(), packing.tokens, pairs))
         return self.net(x, *rest)
+
+
+def compile_status(recorder: "ShapeRecorder") -> dict:
+    """How many call shapes a compiled network saw, and whether some ran eagerly (over the limit)."""
+    return {"compiled": recorder.compiled, "call_shapes": len(recorder.shapes), "shape_limit": COMPILE_SHAPE_LIMIT,
+            "fell_back_to_eager": recorder.compiled and len(recorder.shapes) > COMPILE_SHAPE_LIMIT}
 
 
 @dataclass
@@ -115,8 +133,16 @@ def _recording_denoiser(network: MDM, encoder, schedule: DiscreteSchedule, compi
                         **options: Any) -> tuple[MDMPieceDenoiser, ShapeRecorder]:
     """A piece denoiser of the bench's own whose network is a recorder around ``network``
     (compiled with ``compile_mode`` when given)."""
-    compiled = torch.compile(network, mode=compile_mode, dynamic=False) if compile_mode else network
-    recorder = ShapeRecorder(compiled, network)
+    compiled = network
+    if compile_mode:
+        # One graph per call shape (fixed shapes: CUDA graphs under reduce-overhead), with room
+        # for every shape of a run; beyond the limit the recorder says so (see compile_status).
+        import torch._dynamo.config as dynamo_config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILE_SHAPE_LIMIT)
+        dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit,
+                                                        4 * COMPILE_SHAPE_LIMIT)
+        compiled = torch.compile(network, mode=compile_mode, dynamic=False)
+    recorder = ShapeRecorder(compiled, network, compiled=bool(compile_mode))
     return MDMPieceDenoiser(recorder, encoder, schedule, **options), recorder
 
 
