@@ -11,7 +11,7 @@ Every figure comes from a fresh Python process started in the checkout being mea
   ``mdm_adapter`` imported, then ``mdm_adapter.load("save/default")`` with its statistics
   (what the command does before sampling); the heavy modules that got imported are listed;
 * ``render``: ``render_skeleton`` of one fixed 12 s motion to mp4 (frames/s over the whole call,
-  matplotlib imported before), its CPU seconds (this process, ffmpeg), and the drawing alone.
+  matplotlib and torch imported before), its CPU seconds (this process, ffmpeg), and the drawing alone.
 
 With ``--base`` (e.g. a ``git worktree add`` of an older commit) both checkouts are measured in
 the same session, alternately (ABBA order), so that both see the same machine load; medians are
@@ -50,7 +50,7 @@ print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "heavy": [m for m in %r i
 
 _RENDER = """
 import json, resource, sys, time
-import matplotlib.backends.backend_agg, matplotlib.figure  # imported before the clock starts
+import matplotlib.backends.backend_agg, matplotlib.figure, motion_collage.representation  # as in the command
 from motion_collage.render import GridPanel, _Scene, load_results, render_skeleton, results_row
 joints, segments, caption, loop = results_row(load_results(sys.argv[1]), 0, 0)
 c0, w0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
