@@ -6,9 +6,11 @@ GPU finishes them faster than the host can queue them. A CUDA graph records the 
 one launch. The call reads inputs from **static buffers** (``x`` and ``sigma`` are copied into
 them) and writes its x0 into a static output, which is copied out (a later replay overwrites it).
 
-A graph is valid for one (shapes, dtype, mask, conditions, guidance tensor, autocast) key: the
-mask and the conditions are baked into it (the denoiser reads them on the host once, before the
-capture, as in eager mode), so the captured step itself reads nothing from the host. That is
+A graph is valid for one (shapes, dtype, mask values, conditions, guidance, autocast) key: the
+mask and the conditions are baked into it (the denoiser reads them on the host once per new
+tensor, before the capture, as in eager mode), so the captured step itself reads nothing from
+the host, and a new layout with the same mask values (the next sample of the same length)
+replays the same graph. That is
 required by CUDA (a synchronisation inside a capture is an error) and checked on the CPU with
 :class:`HostReadGuard` and :class:`EmulatedGraphs`, which run the same capture logic without a GPU.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -54,7 +56,7 @@ class _Graph:
     sigma: Tensor
     out: Tensor
     replay: Callable[[], None]
-    keep: tuple  # mask and guidance tensors baked into the graph (kept alive: their ids are in the key)
+    keep: tuple  # the mask, guidance and network the graph reads (kept alive while it may be replayed)
     network_calls: int
 
 
@@ -141,7 +143,7 @@ class GraphCache:
         caller resets its counter to its value before plus this number)."""
         self.backend.check(x.device)
         entry = self._graphs.get(key)
-        if entry is not None and all(a is b for a, b in zip(entry.keep, keep)):
+        if entry is not None:
             self._graphs.move_to_end(key)
             entry.x.copy_(x)
             entry.sigma.copy_(sigma)
@@ -159,9 +161,8 @@ class GraphCache:
         return eager, per_call
 
 
-def graph_key(x: Tensor, sigma: Tensor, mask: Tensor, guidance: Optional[Tensor], extra: tuple) -> tuple:
-    """What a graph is valid for: shapes, dtypes, device, the mask and guidance tensors (identity
-    and version), autocast, and the denoiser's settings in ``extra``."""
-    g = None if guidance is None else (id(guidance), guidance._version)
-    return (tuple(x.shape), x.dtype, x.device, tuple(sigma.shape), sigma.dtype, id(mask), mask._version, g,
+def graph_key(x: Tensor, sigma: Tensor, mask_content: bytes, extra: tuple) -> tuple:
+    """What a graph is valid for: shapes, dtypes, device, the mask's values (a digest), autocast,
+    and the caller's conditions and settings in ``extra``."""
+    return (tuple(x.shape), x.dtype, x.device, tuple(sigma.shape), sigma.dtype, mask_content,
             autocast_key(x.device)) + extra

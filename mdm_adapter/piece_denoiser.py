@@ -33,6 +33,7 @@ comes from floating-point summation order in batched kernels, not from the other
 """
 from __future__ import annotations
 
+import hashlib
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class _MaskInfo:
     extents: tuple[int, ...]
     serial: int
     host: Optional[Tensor] = field(default=None, compare=False)  # the mask's values on the CPU
+    content: bytes = field(default=b"", compare=False)  # digest of the values (graphs are keyed by it)
 
 
 def _take(text: TextInput, pos: Tensor) -> TextInput:
@@ -297,7 +299,9 @@ class MDMPieceDenoiser:
         positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
         extents = tuple((mask.to(torch.long) * positions).amax(dim=1).tolist()) if mask.shape[0] else ()
         self._serial += 1
-        info = _MaskInfo(bool(mask.all()), empty, extents, self._serial, mask.detach().to("cpu", torch.bool))
+        host = mask.detach().to("cpu", torch.bool)
+        digest = hashlib.blake2b(host.numpy().tobytes(), digest_size=16).digest() + repr(tuple(host.shape)).encode()
+        info = _MaskInfo(bool(mask.all()), empty, extents, self._serial, host, digest)
         self._masks[id(mask)] = (weakref.ref(mask), mask._version, info)
         while len(self._masks) > PLAN_CACHE_SIZE:
             self._masks.popitem(last=False)
@@ -371,7 +375,9 @@ class MDMPieceDenoiser:
 
         Nothing here reads a device tensor back to the host once a layout's mask and conditions
         have been seen (the sampling loop stays asynchronous on a GPU). With ``cuda_graph`` the
-        call after the first one for the same shapes, mask and conditions is one graph replay.
+        call after the first one for the same shapes, mask values and conditions is one graph
+        replay (a mask or guidance tensor seen for the first time is read on the host once, as
+        in eager mode).
         """
         if self.cuda_graph:
             return self._graphed(x, sigma, mask, cond)
@@ -382,9 +388,12 @@ class MDMPieceDenoiser:
         static buffers, one replay, the static x0 copied out."""
         if self._graphs is None or (self.graph_backend is not None and self._graphs.backend is not self.graph_backend):
             self._graphs = GraphCache(self.graph_backend)
-        settings = (cond.prompts, self.packing, self.length_buckets, self.max_rows_per_call, self.mask_frames,
-                    self.guidance_scale, id(self.network))
-        key = graph_key(x, sigma, mask, cond.guidance, settings)
+        g = cond.guidance
+        # by content: a new layout with the same mask and guidance values reuses the graph
+        guidance = None if g is None else self._host_values(g) if g.device.type == "cpu" else (id(g), g._version)
+        settings = (cond.prompts, guidance, self.packing, self.length_buckets, self.max_rows_per_call,
+                    self.mask_frames, self.guidance_scale, id(self.network))
+        key = graph_key(x, sigma, self._mask_info(mask).content, settings)
         before = self.network_calls
         out, calls = self._graphs.run(key, (mask, cond.guidance, self.network), x, sigma,
                                       lambda xs, ss: self._eager(xs, ss, mask, cond), lambda: self.network_calls)

@@ -211,7 +211,9 @@ def test_graph_path_equals_eager_with_static_buffers():
     assert out.data_ptr() != entry.out.data_ptr()  # the caller gets a copy, not the buffer a replay overwrites
     assert den.graph_backend.captures == 1 and den.graph_backend.replays == 3
     assert den.network_calls == 3 + 4  # eager calls above, then one network call per denoiser call
-    den(x, sigma, mask.clone(), cond)  # a new mask: a new graph
+    den(x, sigma, mask.clone(), cond)  # a new tensor with the same values: the same graph
+    assert den.graph_backend.captures == 1 and den.graph_backend.replays == 4
+    den(x, sigma, mask & (torch.arange(12) < 11), cond)  # other values: a new graph
     assert den.graph_backend.captures == 2
 
 
