@@ -51,6 +51,7 @@ MODES = ("prefix", "keyframes", "keep", "in_between", "edit")
 # MDM's in-between split (sample/edit.py defaults prefix_end 0.25, suffix_start 0.75): the first
 # quarter and the last quarter of the given motion are kept.
 IN_BETWEEN_SPLIT = (0.25, 0.75)
+DEFAULT_MARGIN = 0  # frames; see margin_weights and the README (chosen by measurement)
 ROOT_DIMS = 3  # root rotation velocity, root linear velocity x, z: what the root trajectory integrates
 
 
@@ -215,16 +216,18 @@ class ConstraintRequest:
     ``frames``: for ``prefix``/``in_between``/``edit`` an optional clip range ``(start, end)``
     (end excluded); for ``keep`` a tuple of frame indices (None: every frame); for ``keyframes``
     a tuple of times in seconds or frames (:class:`~motion_collage.methods.base.Frames`).
-    ``part``: the body part kept (None: every feature).
+    ``part``: the body part kept (None: every feature). ``margin``: the soft margin around known
+    frames (see :func:`margin_weights`), seconds or :class:`~motion_collage.methods.base.Frames`.
     """
 
     mode: str
     path: Path
     frames: Optional[tuple] = None
     part: Optional[str] = None
+    margin: Union[int, float] = 0  # frames (int or Frames) or seconds (float)
 
     def settings(self) -> dict:
-        return {"mode": self.mode, "file": str(self.path), "part": self.part,
+        return {"mode": self.mode, "file": str(self.path), "part": self.part, "margin": repr(self.margin),
                 "frames": None if self.frames is None else [repr(f) if not isinstance(f, (int, float)) else f
                                                             for f in self.frames]}
 
@@ -274,10 +277,13 @@ def parse_times(text: str, flag: str) -> tuple:
 
 
 def parse_request(prefix: Optional[str] = None, keyframes: Optional[str] = None, keep: Optional[str] = None,
-                  in_between: Optional[str] = None, edit: Optional[Sequence[str]] = None
-                  ) -> Optional[ConstraintRequest]:
+                  in_between: Optional[str] = None, edit: Optional[Sequence[str]] = None,
+                  margin: Optional[str] = None) -> Optional[ConstraintRequest]:
     """The constraint of the command line's flags (at most one source; ``edit`` = ``[PART]`` or
-    ``[PART, FILE[:start-end]]``), or None. Bad syntax and missing files are one-line errors."""
+    ``[PART, FILE[:start-end]]``; ``margin``: seconds or ``'Nf'`` frames, None: the default), or
+    None. Bad syntax and missing files are one-line errors."""
+    from .methods.base import parse_duration
+    margin_value = DEFAULT_MARGIN if margin is None else parse_duration(margin, "--known_margin")
     part, edit_file = None, None
     if edit is not None:
         if not 1 <= len(edit) <= 2:
@@ -292,6 +298,8 @@ def parse_request(prefix: Optional[str] = None, keyframes: Optional[str] = None,
     if len(given) > 1:
         raise ValueError(f"give one motion constraint at a time, got {', '.join('--' + m for m, _ in given)}")
     if not given:
+        if margin is not None:
+            raise ValueError("--known_margin needs known motion (--prefix, --keyframes, --keep, --in_between or --edit)")
         if part is not None:
             raise ValueError("--edit needs a motion: --edit PART FILE[:START-END], or add --keep/--prefix/"
                              "--keyframes/--in_between")
@@ -302,11 +310,11 @@ def parse_request(prefix: Optional[str] = None, keyframes: Optional[str] = None,
         path, tail = _split_path(text, "@", flag)
         if tail is None:
             raise ValueError(f"{flag}: expected FILE@T1,T2,... (times in seconds or frames like 20f), got {text!r}")
-        return ConstraintRequest(mode, path, parse_times(tail, flag), part)
+        return ConstraintRequest(mode, path, parse_times(tail, flag), part, margin_value)
     path, tail = _split_path(text, ":", flag)
     if mode == "keep":
-        return ConstraintRequest(mode, path, None if tail is None else parse_frames(tail, flag), part)
-    return ConstraintRequest(mode, path, parse_range(tail, flag), part)
+        return ConstraintRequest(mode, path, None if tail is None else parse_frames(tail, flag), part, margin_value)
+    return ConstraintRequest(mode, path, parse_range(tail, flag), part, margin_value)
 
 
 # ----------------------------------------------------------------------------------- constraints
@@ -325,7 +333,8 @@ class Constraint:
     known: ``[T, D]`` float64 (0 where unknown); mask: ``[T, D]`` bool; clip_frame: ``[T]`` the
     clip frame each known frame comes from (-1: none); trajectory: the clip's root heading
     ``[Tc + 1]`` and position ``[Tc + 1, 3]`` (frame Tc: after its last frame), used to anchor the
-    generated gaps before known frames.
+    generated gaps before known frames. ``margin``: generated frames on each side of known ones
+    eased towards them (0: MDM's plain replacement; see :func:`margin_weights`).
     """
 
     known: np.ndarray
@@ -334,6 +343,7 @@ class Constraint:
     heading: np.ndarray
     position: np.ndarray
     settings: dict = field(default_factory=dict)
+    margin: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -375,7 +385,8 @@ def _clip_trajectory(features: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarra
 
 
 def make_constraint(clip: np.ndarray, placements: Sequence[tuple[int, int, int]], num_frames: int,
-                    spec: DatasetSpec, part: Optional[str] = None, settings: Optional[dict] = None) -> Constraint:
+                    spec: DatasetSpec, part: Optional[str] = None, settings: Optional[dict] = None,
+                    margin: int = 0) -> Constraint:
     """A constraint from clip features ``[Tc, D]`` (de-normalised) and placements
     ``(timeline_start, clip_start, count)``: clip frames ``clip_start ..`` at timeline frames
     ``timeline_start ..``. ``part`` keeps only that body part's dimensions."""
@@ -393,7 +404,7 @@ def make_constraint(clip: np.ndarray, placements: Sequence[tuple[int, int, int]]
     mask = frame_known[:, None] & dims[None, :]
     known = np.where(mask, known, 0.0)
     heading, position = _clip_trajectory(clip, spec)
-    return Constraint(known, mask, clip_frame, heading, position, dict(settings or {}))
+    return Constraint(known, mask, clip_frame, heading, position, dict(settings or {}), int(margin))
 
 
 def null_known(graph: FactorGraph) -> FactorGraph:
@@ -441,8 +452,10 @@ def build_constraint(request: ConstraintRequest, motion: KnownMotion, segments: 
     ``segments``: the prompts' ``(prompt, frames)``; ``durations_given``: whether the user set their
     durations (else modes with a natural length split it equally among the prompts).
     """
+    from .methods.base import Frames, to_frames
     flag, fps, name = f"--{request.mode}", spec.fps, Path(motion.source).name
-    settings = {**request.settings(), "clip_frames": motion.num_frames}
+    margin = to_frames(request.margin if isinstance(request.margin, (Frames, float)) else Frames(request.margin), fps)
+    settings = {**request.settings(), "clip_frames": motion.num_frames, "margin_frames": margin}
     if request.mode in ("prefix", "in_between", "edit"):
         start, end = _clip_range(motion, request.frames, flag)
         clip = motion.features[start:end]
@@ -467,7 +480,7 @@ def build_constraint(request: ConstraintRequest, motion: KnownMotion, segments: 
             placements = [(0, 0, head), (total - tail, length - tail, tail)]
             settings["kept"] = [[start, start + head], [end - tail, end]]
         total = sum(n for _, n in full)
-        return full, make_constraint(clip, placements, total, spec, request.part, settings)
+        return full, make_constraint(clip, placements, total, spec, request.part, settings, margin)
     # keep / keyframes: the clip's frame t is the timeline's frame t
     total = sum(n for _, n in segments)
     if request.mode == "keep" and request.frames is None:
@@ -477,7 +490,6 @@ def build_constraint(request: ConstraintRequest, motion: KnownMotion, segments: 
     elif request.mode == "keep":
         frames = request.frames
     else:
-        from .methods.base import to_frames
         frames = sorted({to_frames(t, fps) for t in request.frames})
     for f in frames:
         when = f"frame {f}" + (f" ({f / fps:g} s)" if request.mode == "keyframes" else "")
@@ -488,7 +500,7 @@ def build_constraint(request: ConstraintRequest, motion: KnownMotion, segments: 
                              f"({motion.num_frames / fps:g} s)")
     settings["kept_frames"] = _runs(frames)
     placements = [(a, a, b - a) for a, b in _runs(frames)]
-    return segments, make_constraint(motion.features, placements, total, spec, request.part, settings)
+    return segments, make_constraint(motion.features, placements, total, spec, request.part, settings, margin)
 
 
 def _runs(frames: Sequence[int]) -> list[list[int]]:
@@ -510,15 +522,39 @@ def borders(constraint: Constraint) -> list[int]:
 
 # ----------------------------------------------------------------------------------- applying
 
+def margin_weights(constraint: Constraint, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """The soft margin around known frames: ``(weight [T], source [T])``.
+
+    A generated frame at distance ``d <= margin`` from the nearest frame with known dimensions is
+    pulled towards that frame's known values with weight ``(1 + cos(pi d / (margin + 1))) / 2``
+    (1 at the known frame, easing to 0); weight 0 elsewhere and on the known frames themselves.
+    """
+    T = constraint.num_frames
+    known = constraint.mask.any(-1)
+    weight, source = np.zeros(T), np.zeros(T, dtype=np.int64)
+    idx = np.flatnonzero(known)
+    if margin <= 0 or idx.size == 0:
+        return weight, source
+    for t in np.flatnonzero(~known):
+        k = idx[np.argmin(np.abs(idx - t))]
+        d = abs(int(k) - int(t))
+        if d <= margin:
+            weight[t], source[t] = 0.5 * (1 + np.cos(np.pi * d / (margin + 1))), k
+    return weight, source
+
+
 class ConstraintApplier:
     """Applies one constraint per batch row to a merged x0 ``[B, T, D]`` (normalised features).
 
-    Replacement on the mask, then the anchoring of each generated gap's root (module doc). Rows
-    without a constraint (None) pass unchanged. Tensors are moved to a device once.
+    Replacement on the mask (MDM's editing choice), optionally a soft margin of generated frames
+    pulled towards the nearest known frame (``Constraint.margin``, :func:`margin_weights`), then
+    the anchoring of each generated gap's root (module doc). Rows without a constraint (None) pass unchanged. Tensors
+    are moved to a device once.
     """
 
     def __init__(self, constraints: Sequence[Optional[Constraint]], num_frames: int, stats: ModelStats) -> None:
         B, D = len(constraints), stats.dim
+        blend = np.zeros((B, num_frames, D))
         known = np.zeros((B, num_frames, D))
         mask = np.zeros((B, num_frames, D), dtype=bool)
         gap_id = np.full((B, num_frames), -1, dtype=np.int64)
@@ -530,13 +566,18 @@ class ConstraintApplier:
                 raise ValueError(f"constraint of shape {c.known.shape} does not fit rows of {num_frames} x {D}")
             known[b, :c.num_frames] = np.where(c.mask, stats.normalize(c.known), 0.0)
             mask[b, :c.num_frames] = c.mask
+            weight, source = margin_weights(c, c.margin)
+            blend[b, :c.num_frames] = weight[:, None] * c.mask[source]
+            known[b, :c.num_frames] = np.where(weight[:, None] > 0, known[b, source], known[b, :c.num_frames])
             for start, end, da, dp in c.anchors():
                 gap_id[b, start:end] = len(counts)
                 rot_need.append(da)
                 pos_need.append(dp)
                 counts.append(end - start)
         self.constraints = tuple(constraints)
+        self.margin = any(c is not None and c.margin > 0 for c in constraints)
         self._cpu = {"known": torch.as_tensor(known, dtype=torch.float32), "mask": torch.as_tensor(mask),
+                     "blend": torch.as_tensor(blend, dtype=torch.float32),
                      "gap_id": torch.as_tensor(gap_id),
                      "rot_need": torch.as_tensor(np.asarray(rot_need, dtype=np.float64).reshape(-1)),
                      "pos_need": torch.as_tensor(np.asarray(pos_need, dtype=np.float64).reshape(-1, 2)),
@@ -555,7 +596,10 @@ class ConstraintApplier:
         t = self._tensors(x0.device)
         if x0.shape != t["known"].shape:
             raise ValueError(f"x0 of shape {tuple(x0.shape)} does not match the constraint {tuple(t['known'].shape)}")
-        out = torch.where(t["mask"], t["known"].to(x0.dtype), x0)
+        target = t["known"].to(x0.dtype)
+        out = torch.where(t["mask"], target, x0)
+        if self.margin:
+            out = out + t["blend"].to(x0.dtype) * (target - out)
         if self.num_anchors:
             out = self._anchor(out, t)
         return out

@@ -115,6 +115,9 @@ def add_constraint_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--edit", nargs="+", metavar="PART",
                    help="upper_body or lower_body: keep only that body part of the known motion (with FILE[:START-END]: "
                         "of that whole motion) and regenerate the rest from the prompts")
+    g.add_argument("--known_margin", metavar="DURATION",
+                   help="generated frames on each side of the known ones eased towards them: seconds or frames "
+                        "('4f'); 0: MDM's plain replacement")
 
 
 # ----------------------------------------------------------------------------------- parse
@@ -255,7 +258,7 @@ def parse_constraint(args: argparse.Namespace):
     """The known-motion request of --prefix/--keyframes/--keep/--in_between/--edit (files checked now)."""
     from .constraints import parse_request
 
-    request = parse_request(args.prefix, args.keyframes, args.keep, args.in_between, args.edit)
+    request = parse_request(args.prefix, args.keyframes, args.keep, args.in_between, args.edit, args.known_margin)
     if request is not None:
         get_method(args.method).check_constraint(request)
     return request

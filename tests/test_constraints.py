@@ -15,8 +15,8 @@ from tiny_model import build_tiny_model  # noqa: E402
 from motion_core.normalization import ModelStats  # noqa: E402
 from motion_core.spec import HUMANML3D, KIT, feature_slices  # noqa: E402
 from motion_collage.constraints import (ConstraintApplier, ConstraintRequest, KnownMotion, KnownPrompt,  # noqa: E402
-                                        borders, build_constraint, feature_joints, make_constraint, parse_request,
-                                        part_joints, part_mask)
+                                        borders, build_constraint, feature_joints, make_constraint, margin_weights,
+                                        parse_request, part_joints, part_mask)
 from motion_collage.representation import features_to_joints  # noqa: E402
 from motion_collage.sample import main  # noqa: E402
 
@@ -78,6 +78,24 @@ def test_anchored_gaps_land_the_known_frames_on_the_given_joints():
     assert borders(c) == [10, 40, 41, 70]
 
 
+def test_a_soft_margin_eases_the_neighbours_and_keeps_the_known_frames_exact():
+    rng = np.random.default_rng(1)
+    stats = ModelStats(np.zeros(263), np.ones(263))
+    clip = _random_clip(rng, 40)
+    c = make_constraint(clip, [(20, 20, 1)], 40, HUMANML3D, margin=3)
+    weight, source = margin_weights(c, 3)
+    np.testing.assert_allclose(weight[17:24], [0.5 * (1 + np.cos(np.pi * d / 4)) if d else 0
+                                               for d in (3, 2, 1, 0, 1, 2, 3)])
+    assert weight[:17].sum() == weight[24:].sum() == 0 and set(source[[17, 18, 19, 21, 22, 23]]) == {20}
+    x0 = torch.randn(1, 40, 263, dtype=torch.float64)
+    out = ConstraintApplier([c], 40, stats)(x0)[0].numpy()
+    np.testing.assert_allclose(out[20], clip[20], atol=1e-6)
+    for d in (1, 2, 3):  # pulled towards the keyframe by the weight (pose dims: not anchored)
+        np.testing.assert_allclose(out[20 + d, 3:], x0[0, 20 + d, 3:].numpy() + weight[20 + d] *
+                                   (clip[20, 3:] - x0[0, 20 + d, 3:].numpy()), atol=1e-6)
+    np.testing.assert_array_equal(out[30, 3:], x0[0, 30, 3:].numpy())
+
+
 # ----------------------------------------------------------------------------------- the tiny model
 
 @pytest.fixture(scope="module")
@@ -123,7 +141,7 @@ def _check_known(features: np.ndarray, joints: np.ndarray, c, clip: np.ndarray, 
 @pytest.mark.parametrize("mode, frames, part", MODES, ids=[m + (f"-{p}" if p else "") for m, _, p in MODES])
 def test_known_frames_are_reproduced_in_features_and_joints(model, clip, mode, frames, part, loop):
     from motion_collage.pipeline import generate_motions
-    request = ConstraintRequest(mode, Path("clip.npy"), frames, part)
+    request = ConstraintRequest(mode, Path("clip.npy"), frames, part, margin=3 if loop else 0)
     prompts = [("a person runs", 45), ("a person waves", 45)]
     segments, c = build_constraint(request, KnownMotion(clip, "clip.npy"), prompts, mode == "keep" or
                                    mode == "keyframes", HUMANML3D)
