@@ -260,3 +260,39 @@ def test_one_command_from_the_repository_root(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--steps", "0", "--out", str(tmp_path)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and done.stderr == "error: --steps must be an integer >= 1, got 0\n"
+
+
+def test_gpu_command_quick_is_partial_safe_and_resumable(tmp_path, capsys):
+    """The GPU command end to end on the CPU (tiny model, emulated graphs): goal files written as
+    they complete, a rerun keeps them, goals past the budget are marked skipped, not lost."""
+    from benchmarks.perf import gpu
+
+    out = tmp_path / "gpu"
+    argv = ["--quick", "--device", "cpu", "--out", str(out), "--precisions", "fp32", "tf32"]
+    assert gpu.main(argv + ["--goals", "agreement", "latency"]) == 0
+    printed = capsys.readouterr().out
+    assert "agreement-fp32" in printed and "eager vs graph, seed 7: max |diff| 0.00e+00" in printed
+    assert sorted(p.name for p in (out / "goals").iterdir()) == ["agreement-fp32.json", "latency-fp32.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["goals"]["latency"]["tf32"]["status"] == "skipped: TF32 is a CUDA setting"
+    assert summary["goals"]["agreement"]["fp32"]["figure"] == 0.0 and (out / "summary.png").stat().st_size > 0
+    latency = json.loads((out / "goals" / "latency-fp32.json").read_text())["result"]["runs"]
+    assert set(latency) == {"eager", "graph"} and latency["graph"]["cuda_graph"] is True
+    # a rerun keeps what is there and skips (does not lose) what the budget leaves out
+    assert gpu.main(argv + ["--goals", "latency", "scaling", "--budget-s", "1e-9"]) == 0
+    err = capsys.readouterr().err
+    assert "latency-fp32: kept from" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["goals"]["scaling"]["fp32"]["status"].startswith("skipped: past the")
+    assert summary["goals"]["latency"]["fp32"]["status"] == "ok"
+
+
+def test_gpu_command_needs_a_gpu_without_quick(tmp_path, capsys):
+    from benchmarks.perf import gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    assert gpu.main(["--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == ("error: no CUDA device here (cpu); this command measures a GPU (use --quick "
+                                       "for an end-to-end check on the CPU)\n")
+    assert not (tmp_path / "x").exists()
