@@ -214,7 +214,8 @@ class MDM(nn.Module):
             seq = self.sequence_pos_encoder(torch.cat((cond, frames), dim=0))  # [N+1, B, d]
             if padding is not None:
                 padding = torch.cat((padding.new_zeros(B, 1), padding), dim=1)
-            out = self.seqTransEncoder(seq, src_key_padding_mask=padding)[1:]
+            heads = self.seqTransEncoder.layers[0].self_attn.num_heads
+            out = self.seqTransEncoder(seq, mask=_padding_as_attn_mask(padding, heads, seq.dtype))[1:]
         else:
             prefix = self.emb_trans_dec
             if prefix:
@@ -272,6 +273,18 @@ def _packed_encoder_layer(layer: nn.TransformerEncoderLayer, h: Tensor, attend) 
         return h + feed_forward(layer.norm2(h))
     h = layer.norm1(h + block(h))
     return layer.norm2(h + feed_forward(h))
+
+
+def _padding_as_attn_mask(padding: Optional[Tensor], heads: int, dtype: torch.dtype) -> Optional[Tensor]:
+    """A key padding mask ``[B, S]`` (True = ignore) as the additive attention mask ``[B*heads, S,
+    S]`` (0 / -inf; an expanded view of ``[B*heads, 1, S]``, no S x S memory) that
+    ``multi_head_attention_forward`` builds from it: the same numbers, without its
+    ``torch._check_with`` shape checks, whose first call imports sympy (0.5-1 s of start-up)."""
+    if padding is None:
+        return None
+    B, S = padding.shape
+    additive = torch.zeros(B, S, dtype=dtype, device=padding.device).masked_fill_(padding, float("-inf"))
+    return additive[:, None, None, :].expand(B, heads, 1, S).reshape(B * heads, 1, S).expand(B * heads, S, S)
 
 
 def official_state_dict_keys(args: MDMArgs) -> dict[str, tuple[int, ...]]:

@@ -454,3 +454,26 @@ def test_torchscript_clip_without_text_keys_names_file_and_keys(tmp_path):
     message = _one_line_error(ValueError, "has no CLIP text tower: missing token_embedding.weight",
                               lambda: mdm_adapter.load(path, clip_path=clip_dir))
     assert str(clip_dir / "ViT-B-32.pt") in message and "ln_final.weight" in message
+
+
+def test_quickstart_start_up_imports_no_scipy_sympy_or_dynamo():
+    """Loading the default model, one masked network call and the pipeline's imports stay clear
+    of the heavy modules the quickstart used to pay for at start-up (2-3 s on a 2-core CPU)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, torch\n"
+        "import mdm_adapter, motion_collage.pipeline\n"
+        "m = mdm_adapter.load('save/default')\n"
+        "B, N = 2, 12\n"
+        "mask = torch.ones(B, N, dtype=torch.bool); mask[1, 8:] = False\n"
+        "x = torch.randn(B, m.network.feature_dim, 1, N)\n"
+        "with torch.no_grad(): m.network(x, torch.tensor([3, 9]), torch.zeros(B, m.network.text_dim), mask)\n"
+        "print(' '.join(k for k in ('scipy', 'sympy', 'torch._dynamo', 'torch._inductor') if k in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

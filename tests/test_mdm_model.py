@@ -138,6 +138,29 @@ def test_frame_mask_equals_running_alone(name):
     assert (batched[1, :, :, :6] - unmasked[1, :, :, :6]).abs().max() > 1e-5  # padding did matter unmasked
 
 
+def test_padding_mask_as_attention_mask_gives_the_key_padding_numbers():
+    """The encoder gets the frame padding as an additive attention mask (torch's key-padding
+    checks import sympy): bit for bit what src_key_padding_mask gives, in eval and train mode."""
+    import mdm_adapter.model as model
+
+    args, net = tiny("trans_enc")
+    layers = net.seqTransEncoder
+    S, B, heads = 11, 4, layers.layers[0].self_attn.num_heads
+    seq = torch.randn(S, B, args.latent_dim)
+    padding = torch.zeros(B, S, dtype=torch.bool)
+    padding[1, 7:], padding[3, 2:] = True, True
+    mask = model._padding_as_attn_mask(padding, heads, seq.dtype)
+    assert mask.shape == (B * heads, S, S) and mask.stride()[1] == 0  # a view: no S x S memory
+    assert model._padding_as_attn_mask(None, heads, seq.dtype) is None
+    with torch.no_grad():
+        assert torch.equal(layers(seq, mask=mask), layers(seq, src_key_padding_mask=padding))
+    layers.train()
+    torch.manual_seed(3)
+    want = layers(seq, src_key_padding_mask=padding)
+    torch.manual_seed(3)
+    assert torch.equal(layers(seq, mask=mask), want)
+
+
 def test_dropout_active_in_train_mode_only():
     args, net = tiny("trans_enc")
     x, t, text = torch.randn(2, 263, 1, 8), torch.tensor([1, 2]), torch.randn(2, 512)
