@@ -13,7 +13,9 @@ measured (a rerun skips the goals already there unless ``--fresh``):
   ``--throughput-seconds`` and the 50-step time extrapolated from the per-step time (shapes are
   the same at every step), as the JSON says;
 * ``agreement``: eager vs CUDA graph on a fixed-seed 24 s sample (max |difference|);
-* ``packing``: one collage call padded, packed and in 2 length buckets at 24 s and 60 s.
+* ``packing``: one collage call padded, packed and in 2 length buckets at 24 s and 60 s;
+* ``compile``: the 24 s latency with the network under ``torch.compile(mode="reduce-overhead")``
+  instead of the denoiser's CUDA graph (bf16 only: it costs a compilation), compile time apart.
 
 ``DIR/summary.json`` and ``DIR/summary.png`` are rewritten after every goal, so an interrupted
 run leaves a consistent partial summary. ``--budget-s`` (default 330) skips the goals that would
@@ -48,7 +50,8 @@ from .settings import frames as to_frames
 from .zoo import BenchModel, build_model
 
 PRECISIONS = ("fp32", "tf32", "bf16")
-GOALS = ("latency", "scaling", "replacement", "throughput", "agreement", "packing")
+GOALS = ("latency", "scaling", "replacement", "throughput", "agreement", "packing", "compile")
+COMPILE_PRECISION = "bf16"  # torch.compile(mode="reduce-overhead") is measured in one precision (compile time)
 TARGETS = {"latency_24s_s": 0.15, "collage_120s_over_10s": 2.0, "replacement_over_collage_60s": 10.0,
            "throughput_1000x24s_s": 20.0}
 Progress = Callable[[str], None]
@@ -224,8 +227,23 @@ def goal_packing(model, device, args, name) -> dict:
     return {"calls": [packing_comparison(model, d, device, max(3, args.repeats)) for d in (24.0, 60.0)]}
 
 
+def goal_compile(model, device, args, name) -> dict:
+    from .zoo import compile_status
+
+    compiled = build_model("tiny" if args.quick else "official", device, compile_mode="reduce-overhead")
+    start = time.perf_counter()
+    _generate(compiled, "collage", 24.0, 1, 1, device)  # compiles the one shape of the 24 s collage
+    sync(device)
+    compile_s = time.perf_counter() - start
+    run = timed(compiled, "collage", 24.0, 1, args.steps, device, args.repeats, False)
+    return {"run": run, "compile_and_first_step_s": compile_s, "compile": compile_status(compiled.recorder),
+            "best_s": run["seconds"], "target_s": TARGETS["latency_24s_s"],
+            "met": run["seconds"] <= TARGETS["latency_24s_s"]}
+
+
 GOAL_FUNCTIONS = {"latency": goal_latency, "scaling": goal_scaling, "replacement": goal_replacement,
-                  "throughput": goal_throughput, "agreement": goal_agreement, "packing": goal_packing}
+                  "throughput": goal_throughput, "agreement": goal_agreement, "packing": goal_packing,
+                  "compile": goal_compile}
 
 
 # ------------------------------------------------------------------------------------ files
@@ -241,7 +259,7 @@ def summarise(goals: dict, env: dict) -> dict:
     for key, result in goals.items():
         goal, prec = key.rsplit("-", 1)
         r = result.get("result", {})
-        figure = {"latency": r.get("best_s"), "scaling": r.get("best_ratio"), "replacement": r.get("best_ratio"),
+        figure = {"latency": r.get("best_s"), "compile": r.get("best_s"), "scaling": r.get("best_ratio"), "replacement": r.get("best_ratio"),
                   "throughput": r.get("seconds_for_steps"), "agreement": r.get("max_abs_diff")}.get(goal)
         table.setdefault(goal, {})[prec] = {"figure": figure, "met": r.get("met"), "status": result["status"]}
     return {"environment": env, "goals": table, "targets": TARGETS}
@@ -314,6 +332,8 @@ def run_goals(args: argparse.Namespace, progress: Progress) -> tuple[dict, dict]
                 continue
             if prec == "tf32" and device.type != "cuda":
                 goals[key] = {"status": "skipped: TF32 is a CUDA setting"}
+            elif goal == "compile" and (prec != COMPILE_PRECISION or args.quick):
+                goals[key] = {"status": f"skipped: compile is measured in {COMPILE_PRECISION} only, not in --quick"}
             elif time.perf_counter() - start > args.budget_s:
                 goals[key] = {"status": f"skipped: past the {args.budget_s:g} s budget"}
             else:
@@ -324,7 +344,7 @@ def run_goals(args: argparse.Namespace, progress: Progress) -> tuple[dict, dict]
                         result = GOAL_FUNCTIONS[goal](model, device, args, prec)
                     goals[key] = {"status": "ok", "wall_s": time.perf_counter() - t0, "result": result}
                     _write_json(path, goals[key])
-                except (RuntimeError, ValueError) as exc:  # e.g. out of memory: recorded, the run goes on
+                except Exception as exc:  # noqa: BLE001  (out of memory, a compile error: recorded, the run goes on)
                     goals[key] = {"status": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -354,6 +374,9 @@ def format_summary(goals: dict) -> str:
                     f"{r['achieved_flops_per_s'] / 1e12:.1f} TFLOP/s = {r['fraction_of_measured_gemm']:.0%} of the "
                     f"measured matmul rate ({r['measured_gemm_flops_per_s'] / 1e12:.1f})"
                     + ("" if peak is None else f", {peak:.0%} of the nominal peak"))
+        elif goal == "compile":
+            text = (f"reduce-overhead {r['best_s']:.3f} s (compile + first step {r['compile_and_first_step_s']:.0f} s, "
+                    f"{r['compile']['call_shapes']} shape(s), fell back: {r['compile']['fell_back_to_eager']})")
         elif goal == "agreement":
             text = f"eager vs graph, seed 7: max |diff| {r['max_abs_diff']:.2e} (rms {r['reference_rms']:.2f})"
         else:
