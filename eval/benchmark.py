@@ -385,6 +385,8 @@ def data_folder(data: Optional[str], evaluator: Path, split: str = "test") -> Pa
                 trained = json.loads(config.read_text()).get("training", {}).get("data")
             except (ValueError, AttributeError):
                 trained = None
+        if trained and not Path(trained).is_absolute() and not Path(trained).is_dir():
+            trained = str(REPO_ROOT / trained)  # the README's build location, relative to the checkout
         if not trained or not Path(trained).is_dir():
             raise UsageError(f"pass --data (the HumanML3D-layout folder with the {split} split); it could not be "
                              f"read from {config}")

@@ -550,7 +550,7 @@ def _strings(value):
         yield value
 
 
-@pytest.mark.parametrize("path", sorted([*(REPO / "configs").glob("*.json"), *(REPO / "save" / "default").glob("*.json")]),
+@pytest.mark.parametrize("path", sorted([*(REPO / "configs").glob("*.json"), *(REPO / "save").glob("*/*.json")]),
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_settings_carry_no_machine_paths(path):
     for text in _strings(json.loads(path.read_text())):
