@@ -21,6 +21,10 @@ Noise convention: sigma-space ``x = x0 + sigma * eps`` outside, MDM's VP space i
 sigma is nearest in log-space (``schedule.sigma_to_t``). MDM predicts x0, which is the same in
 both spaces, so the output needs no rescaling.
 
+Padding: by default (``packing="rows"``) the real frames of all rows are packed into one token
+stream and only they are computed, in one network call (:mod:`mdm_adapter.packing`); with
+``cuda_graph`` a call is one CUDA-graph replay (:mod:`mdm_adapter.graphs`).
+
 Variable lengths (``mask_frames``): by default padded frames are hidden from attention with a
 key-padding mask (the condition token is never masked). Then a piece's prediction equals the
 prediction for that piece run alone at its own length, which is what the release computes when
