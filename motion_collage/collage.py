@@ -28,11 +28,12 @@ class LayoutDenoiser:
     """Sequence denoiser over a :class:`PieceLayout`: one batched piece call, then the merge.
 
     ``guidance`` is ``[P]`` per piece or ``None`` (the piece denoiser's default); ``constraint``
-    maps the merged x0 ``[B, T, D]`` to the constrained one (None: unconstrained).
+    maps the merged x0 ``[B, T, D]`` and the noise levels ``[B]`` to the constrained x0 (None:
+    unconstrained).
     """
 
     def __init__(self, piece_denoiser: PieceDenoiser, layout: PieceLayout, guidance: Optional[Tensor] = None,
-                 constraint: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+                 constraint: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> None:
         self.piece_denoiser = piece_denoiser
         self.constraint = constraint
         self._layouts: dict[torch.device, PieceLayout] = {layout.seq_index.device: layout}
@@ -60,7 +61,7 @@ class LayoutDenoiser:
         cond = PieceConditions(layout.prompts, self._guidance_on[x.device])
         x0_pieces = self.piece_denoiser(gather_pieces(x, layout), sigma[layout.seq_index], layout.mask, cond)
         x0 = merge_pieces(x0_pieces, layout)
-        return x0 if self.constraint is None else self.constraint(x0)
+        return x0 if self.constraint is None else self.constraint(x0, sigma)
 
 
 class CollageDenoiser(LayoutDenoiser):
@@ -84,7 +85,8 @@ class CollageDenoiser(LayoutDenoiser):
 
     def __init__(self, piece_denoiser: PieceDenoiser, graphs: Sequence[FactorGraph],
                  guidance: Guidance = None, include_variables: bool = True, merge: MergeRule = EXACT,
-                 max_frames: Optional[int] = None, constraint: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+                 max_frames: Optional[int] = None,
+                 constraint: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> None:
         if not graphs:
             raise ValueError("CollageDenoiser needs at least one graph")
         if constraint is not None:

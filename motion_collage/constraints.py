@@ -51,7 +51,7 @@ MODES = ("prefix", "keyframes", "keep", "in_between", "edit")
 # MDM's in-between split (sample/edit.py defaults prefix_end 0.25, suffix_start 0.75): the first
 # quarter and the last quarter of the given motion are kept.
 IN_BETWEEN_SPLIT = (0.25, 0.75)
-DEFAULT_MARGIN = 0  # frames; see margin_weights and the README (chosen by measurement)
+DEFAULT_MARGIN = 0.5  # seconds eased on each side of known frames (margin_weights); chosen by measurement, README
 ROOT_DIMS = 3  # root rotation velocity, root linear velocity x, z: what the root trajectory integrates
 
 
@@ -592,14 +592,20 @@ class ConstraintApplier:
             self._on[device] = {k: v.to(device) for k, v in self._cpu.items()}
         return self._on[device]
 
-    def __call__(self, x0: Tensor) -> Tensor:
+    def __call__(self, x0: Tensor, sigma: Optional[Tensor] = None) -> Tensor:
+        """The constrained x0; ``sigma [B]`` (the step's noise level) scales the soft margin by the
+        noise fraction ``sigma^2 / (1 + sigma^2)``: it shapes the coarse motion, then fades out."""
         t = self._tensors(x0.device)
         if x0.shape != t["known"].shape:
             raise ValueError(f"x0 of shape {tuple(x0.shape)} does not match the constraint {tuple(t['known'].shape)}")
         target = t["known"].to(x0.dtype)
         out = torch.where(t["mask"], target, x0)
         if self.margin:
-            out = out + t["blend"].to(x0.dtype) * (target - out)
+            blend = t["blend"].to(x0.dtype)
+            if sigma is not None:
+                s2 = sigma.to(x0.dtype) ** 2
+                blend = blend * (s2 / (1 + s2))[:, None, None]
+            out = out + blend * (target - out)
         if self.num_anchors:
             out = self._anchor(out, t)
         return out

@@ -272,6 +272,19 @@ def test_sample_prefix_from_a_bvh_file(tiny, tmp_path, capsys):
     np.testing.assert_allclose(joints[:67], canon[:67], atol=1e-4)
 
 
+def test_edit_with_another_source_keeps_that_part_of_those_frames(given):
+    request = parse_request(keep=f"{given / 'vecs.npy'}:0-40", edit=["upper_body"], margin="3f")
+    assert (request.mode, request.part, request.frames, request.margin) == ("keep", "upper_body", tuple(range(40)), 3)
+    src = np.load(given / "vecs.npy").astype(np.float64)
+    segments, c = build_constraint(request, KnownMotion(src, "vecs.npy"), [("a person runs", 80)], True, HUMANML3D)
+    assert c.margin == 3 and c.settings["margin_frames"] == 3
+    np.testing.assert_array_equal(c.mask[:40], np.broadcast_to(part_mask(HUMANML3D, "upper_body"), (40, 263)))
+    assert not c.mask[40:].any() and c.anchors() == []  # the root is not kept: nothing to anchor
+    seconds = parse_request(prefix=str(given / "vecs.npy"))
+    assert seconds.margin == 0.5  # the default margin, in seconds
+    assert build_constraint(seconds, KnownMotion(src, "v"), [("a person runs", 40)], True, HUMANML3D)[1].margin == 10
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--prefix", "/nonexistent/clip.bvh"], "does not exist"),
     (["--prefix", "{vecs}:0-500"], "outside vecs.npy, which has 80 frames"),
@@ -287,6 +300,8 @@ def test_sample_prefix_from_a_bvh_file(tiny, tmp_path, capsys):
     (["--prefix", "{vecs}", "--method", "doubletake"], "cannot keep known motion"),
     (["--edit", "upper_body", "{vecs}", "--seconds", "1"], "adding up to it"),
     (["--in_between", "{vecs}:0-3"], "too short"),
+    (["--known_margin", "4f"], "needs known motion"),
+    (["--prefix", "{vecs}", "--known_margin", "-1"], "--known_margin must be seconds"),
 ])
 def test_bad_constraints_are_one_line_and_exit_2(tiny, given, tmp_path, capsys, argv, message):
     fill = dict(vecs=given / "vecs.npy", kit=given / "kit.npy")
