@@ -74,6 +74,9 @@ def build_packing(mask: Tensor, device: torch.device | str, attention: str = "ro
     """
     if attention not in ATTENTION_BACKENDS:
         raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {attention!r}")
+    if attention == "nested" and torch.device(device).type == "cpu":
+        raise ValueError("the nested attention backend has no CPU kernel (torch 2.13: SDPA on jagged tensors "
+                         "finds no viable backend); use packing='rows' on the CPU")
     mask = mask.detach().to("cpu", torch.bool)
     R, L = mask.shape
     frame_row, frame_pos = mask.nonzero(as_tuple=True)

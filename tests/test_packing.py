@@ -106,3 +106,8 @@ def test_collage_sample_packed_equals_padded():
         den.packing = mode
         out[mode] = sample_ddim(CollageDenoiser(den, [graph], guidance=2.5), noise, sigmas)
     assert float((out["rows"] - out["off"]).abs().max()) < TOLERANCE
+
+
+def test_nested_backend_on_cpu_is_a_one_line_error():
+    with pytest.raises(ValueError, match="^the nested attention backend has no CPU kernel"):
+        build_packing(torch.ones(2, 3, dtype=torch.bool), "cpu", attention="nested")

@@ -18,6 +18,8 @@ from .zoo import BenchModel
 
 # name -> (packing, length_buckets) of the piece denoiser
 MODES = {"padded": ("off", 1), "packed": ("rows", 1), "2 length buckets": ("off", 2)}
+# the other attention backends of a packed call (CUDA: varlen SDPA, compiled FlexAttention)
+EXTRA_MODES = {"packed, nested": ("nested", 1), "packed, flex": ("flex", 1)}
 
 
 class _Capture:
@@ -44,18 +46,26 @@ def collage_call(model: BenchModel, frames: int, device: torch.device, steps: in
 
 
 @torch.no_grad()
-def packing_comparison(model: BenchModel, duration_s: float, device: torch.device, repeats: int = 3) -> dict:
-    """Each of :data:`MODES` on the same call: median seconds, calls, tokens, FLOPs, x0 difference."""
+def packing_comparison(model: BenchModel, duration_s: float, device: torch.device, repeats: int = 3,
+                       extra: bool = False) -> dict:
+    """Each of :data:`MODES` (and with ``extra`` :data:`EXTRA_MODES`) on the same call: median
+    seconds, calls, tokens, FLOPs, x0 difference. A mode that fails is reported, not raised."""
     den = model.denoiser
     saved = den.packing, den.length_buckets
     x, sigma, mask, cond = collage_call(model, to_frames(duration_s), device)
     out: dict[str, Any] = {"duration_s": duration_s, "pieces": x.shape[0], "frames_per_row": x.shape[1],
-                           "real_frames": int(mask.sum()), "repeats": repeats, "modes": {}}
-    results, times = {}, {name: [] for name in MODES}
+                           "real_frames": int(mask.sum()), "repeats": repeats, "modes": {}, "failed": {}}
+    modes = {**MODES, **(EXTRA_MODES if extra else {})}
+    results = {}
     try:
-        for name, (packing, buckets) in MODES.items():
+        for name, (packing, buckets) in list(modes.items()):
             den.packing, den.length_buckets = packing, buckets
-            results[name] = den(x, sigma, mask, cond)  # warm-up (and the plan of this mode)
+            try:
+                results[name] = den(x, sigma, mask, cond)  # warm-up (and the plan of this mode)
+            except Exception as exc:  # noqa: BLE001  (a backend without a kernel here)
+                out["failed"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                del modes[name]
+                continue
             model.recorder.calls.clear()
             before = den.network_calls
             den(x, sigma, mask, cond)
@@ -63,8 +73,9 @@ def packing_comparison(model: BenchModel, duration_s: float, device: torch.devic
             out["modes"][name] = {"network_calls": den.network_calls - before, "rows": sum(c.rows for c in calls),
                                   "tokens": sum(c.computed_tokens for c in calls),
                                   "flops": recorded_flops(model.args, calls)}
+        times = {name: [] for name in modes}
         for _ in range(repeats):  # interleaved: a shared machine's load drifts alike for every mode
-            for name, (packing, buckets) in MODES.items():
+            for name, (packing, buckets) in modes.items():
                 den.packing, den.length_buckets = packing, buckets
                 sync(device)
                 start = time.perf_counter()
