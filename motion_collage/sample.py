@@ -29,6 +29,7 @@ from motion_core.atomic import check_output_folder, staged_dir, terminate_as_exi
 from motion_core.cli import OneLineParser, UsageError, run_cli
 from motion_core.devices import DTYPES
 
+from .graph import MERGES
 from .methods import METHODS, Duration, Frames, get_method, parse_duration, to_frames
 from .samplers import SAMPLERS
 from .scene_files import clean_prompt, parse_seconds, read_scene_file
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transition", choices=("null", "prompt"), default="null",
                    help="condition of the overlaps: the null condition (default) or the neighbours' prompt "
                         "when both sides share it")
+    p.add_argument("--merge", choices=list(MERGES), default=None,
+                   help="collage merge rule (default: the method's; 'exact' is DiffCollage's signed merge)")
     p.add_argument("--method", choices=list(METHODS), default=defaults.METHOD,
                    help=f"generation method (default {defaults.METHOD})")
     p.add_argument("--sampler", choices=list(SAMPLERS), default=defaults.SAMPLER,
@@ -113,8 +116,8 @@ def add_constraint_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--in_between", metavar="FILE[:START-END]",
                    help="keep the first and last quarter of the motion, fill the middle from the prompts")
     g.add_argument("--edit", nargs="+", metavar="PART",
-                   help="upper_body or lower_body: keep only that body part of the known motion (with FILE[:START-END]: "
-                        "of that whole motion) and regenerate the rest from the prompts")
+                   help="upper_body or lower_body: keep only that body part of the known motion "
+                        "(with FILE[:START-END]: of that whole motion) and regenerate the rest from the prompts")
     g.add_argument("--known_margin", metavar="DURATION",
                    help="generated frames on each side of the known ones eased towards them: seconds or frames "
                         "('4f'); 0: MDM's plain replacement")
@@ -203,14 +206,18 @@ def check_numbers(args: argparse.Namespace) -> None:
                          f"got {args.num_samples * args.num_repetitions}")
 
 
-def method_options(method: str, overlap, transition: str) -> Any:
-    """The method's options with the command line's overlap and transition where it has them."""
+def method_options(method: str, overlap, transition: str, merge: Optional[str] = None) -> Any:
+    """The method's options with the command line's overlap, transition and merge where it has them."""
     spec = get_method(method)
     values: dict[str, Any] = {}
     if overlap is not None and "overlap" in spec.option_names():
         values["overlap"] = overlap
     if "transition" in spec.option_names():
         values["transition"] = transition
+    if merge is not None:
+        if "merge" not in spec.option_names():
+            raise UsageError(f"--merge applies to method 'collage', not to {method!r}")
+        values["merge"] = merge
     return spec.make_options(values)
 
 
@@ -245,7 +252,7 @@ def parse(args: argparse.Namespace) -> Job:
     prompts = parse_prompts(args)
     get_method(args.method).check_loop(args.loop)
     constraint = parse_constraint(args)
-    options = method_options(args.method, parse_overlap(args.overlap), args.transition)
+    options = method_options(args.method, parse_overlap(args.overlap), args.transition, args.merge)
     if args.stats_dir is not None and not Path(args.stats_dir).is_dir():
         raise UsageError(f"--stats_dir {args.stats_dir} is not a folder")
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(

@@ -48,6 +48,18 @@ def test_outputs_load_back_like_mdm_results(tiny, tmp_path, capsys):
     assert not list(tmp_path.glob(".out.*"))  # no temporary folder left behind
 
 
+def test_merge_option_reaches_the_collage_and_args_json(tiny, tmp_path, capsys):
+    common = ["--prompts", "a person walks", "a person runs", "--seconds", "2", "--steps", "3", "--render", "none",
+              "--model_path", tiny]
+    feats = {}
+    for merge in ("exact", "bridge"):
+        assert run(common + ["--merge", merge, "--output_dir", tmp_path / merge], capsys)[0] == 0
+        assert json.loads((tmp_path / merge / "args.json").read_text())["method_options"]["merge"] == merge
+        feats[merge] = np.load(tmp_path / merge / "features.npy")
+    # the same noise, another merge: the frames around the boundary differ
+    assert not np.allclose(feats["exact"][:, 30:50], feats["bridge"][:, 30:50], atol=1e-3)
+
+
 def test_same_seed_same_results_and_batch_size_does_not_matter(tiny, tmp_path, capsys):
     common = ["--prompts", "a person walks", "a person runs", "--seconds", "1.5", "--steps", "4", "--eta", "0.5",
               "--num_samples", "3", "--render", "none", "--model_path", tiny]
@@ -112,6 +124,8 @@ def test_loop_seam_is_as_smooth_as_interior_boundaries(tiny, tmp_path, capsys):
     (["--prompts", "walk", "--device", "tpu"], "unknown device"),
     (["--prompts", "walk", "--overlap", "nan"], "overlap must be"),
     (["--prompts", "walk", "run", "--method", "collage", "--overlap", "1.5f"], "whole number"),
+    (["--prompts", "walk", "run", "--method", "doubletake", "--merge", "exact"], "--merge applies"),
+    (["--prompts", "walk", "run", "--merge", "soft"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, argv, message):
     if "--device" in argv:
