@@ -75,9 +75,10 @@ _HEAD_RADIUS, _NOSE = 0.11, 0.1  # metres
 _VIEW_RADIUS = 1.25  # metres around the root: smpl_fit's mesh video (mplot3d)
 _SIZE = (640, 576)  # pixels of smpl_fit's mesh video and video_writer's default
 VIDEO_SUFFIXES = (".mp4", ".gif")
-# 240 frames of 640x480 on our CPU: 1.7 s of encoder CPU against 4.4 s for the default preset
-# (medium), +22 % file size, PSNR to the drawn frames 39.3 dB against 40.1 dB (docs/performance.md).
-X264_SPEED = ("-preset", "veryfast", "-x264-params", "me=dia:subme=1")
+# 240 frames of 640x480 on our CPU: 1.35 s of encoder CPU against 4.45 s for the default preset
+# (medium), 740 kB against 547 kB, PSNR to the drawn frames 39.2 dB against 40.1 dB
+# (docs/performance.md, the CPU quickstart).
+X264_SPEED = ("-preset", "veryfast", "-x264-params", "me=dia:subme=0")
 
 
 def parse_segments(segments, num_frames: int) -> list[Segment]:
@@ -412,9 +413,8 @@ class _Panel:
         item, n = self.item, len(self.item.joints)
         f = t % n if item.loop else min(t, n - 1)
         track, geometry = item.track, self._geometry
-        floor = track.floor(f)
-        self.floor.set_segments(floor)
-        geometry[self.floor] = [MplPath(seg) for seg in floor]
+        self.floor.set_segments(track.floor(f))
+        geometry[self.floor] = self.floor.get_paths()  # the collection's own paths of this frame
         path = track.path(f)
         self.trajectory.set_data(path[:, 0], path[:, 1])
         geometry[self.trajectory] = MplPath(path)
@@ -646,7 +646,7 @@ def _ffmpeg_command(path: Path, size: tuple[int, int], fps: float, fmt: str, col
     rate = str(Fraction(fps).limit_denominator())
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
            "-s", f"{size[0]}x{size[1]}", "-pix_fmt", pixels, "-r", rate, "-i", "-", "-an"]
-    if fmt == "mp4":  # x264's fastest motion search: a third of the default preset's CPU, same look
+    if fmt == "mp4":  # x264's fastest motion search: under a third of the default preset's CPU, same look
         cmd += ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", *X264_SPEED]
     else:  # one palette for the whole clip; each frame stores only the rectangle that changed
         cmd += ["-vcodec", "gif", "-filter_complex",
