@@ -299,7 +299,8 @@ def parse_request(prefix: Optional[str] = None, keyframes: Optional[str] = None,
         raise ValueError(f"give one motion constraint at a time, got {', '.join('--' + m for m, _ in given)}")
     if not given:
         if margin is not None:
-            raise ValueError("--known_margin needs known motion (--prefix, --keyframes, --keep, --in_between or --edit)")
+            raise ValueError("--known_margin needs known motion "
+                             "(--prefix, --keyframes, --keep, --in_between or --edit)")
         if part is not None:
             raise ValueError("--edit needs a motion: --edit PART FILE[:START-END], or add --keep/--prefix/"
                              "--keyframes/--in_between")
@@ -396,7 +397,8 @@ def make_constraint(clip: np.ndarray, placements: Sequence[tuple[int, int, int]]
     clip_frame = np.full(num_frames, -1, dtype=np.int64)
     for t0, c0, n in placements:
         if not (0 <= t0 and t0 + n <= num_frames and 0 <= c0 and c0 + n <= clip.shape[0]):
-            raise ValueError(f"placement {(t0, c0, n)} leaves the timeline ({num_frames}) or the clip ({clip.shape[0]})")
+            raise ValueError(f"placement {(t0, c0, n)} leaves the timeline ({num_frames}) "
+                             f"or the clip ({clip.shape[0]})")
         known[t0:t0 + n] = clip[c0:c0 + n]
         frame_known[t0:t0 + n] = True
         clip_frame[t0:t0 + n] = np.arange(c0, c0 + n)

@@ -15,8 +15,8 @@ from tiny_model import build_tiny_model  # noqa: E402
 from motion_core.normalization import ModelStats  # noqa: E402
 from motion_core.spec import HUMANML3D, KIT, feature_slices  # noqa: E402
 from motion_collage.constraints import (ConstraintApplier, ConstraintRequest, KnownMotion, KnownPrompt,  # noqa: E402
-                                        borders, build_constraint, feature_joints, make_constraint, margin_weights,
-                                        parse_request, part_joints, part_mask)
+                                        borders, build_constraint, feature_joints, load_known_motion,
+                                        make_constraint, margin_weights, parse_request, part_joints, part_mask)
 from motion_collage.representation import features_to_joints  # noqa: E402
 from motion_collage.sample import main  # noqa: E402
 
@@ -270,6 +270,27 @@ def test_sample_prefix_from_a_bvh_file(tiny, tmp_path, capsys):
     joints = np.load(out / "results.npy", allow_pickle=True).item()["motion"][0].transpose(2, 0, 1)
     assert joints.shape[0] == 67 + 40  # T joint frames give T - 1 feature frames
     np.testing.assert_allclose(joints[:67], canon[:67], atol=1e-4)
+
+
+def test_joint_files_and_results_without_features_become_features(model, given, tmp_path):
+    """new_joints [T, 22, 3] and a results.npy alone: through joints_to_features, joints kept."""
+    stats = model.model_stats
+    results = np.load(given / "run" / "results.npy", allow_pickle=True).item()
+    joints = results["motion"][0].transpose(2, 0, 1).astype(np.float64)  # [80, 22, 3]
+    np.save(tmp_path / "joints.npy", joints.astype(np.float32))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    np.save(alone / "results.npy", results, allow_pickle=True)
+    for path in (tmp_path / "joints.npy", alone / "results.npy"):
+        feats = load_known_motion(path, HUMANML3D, stats).features
+        assert feats.shape == (79, 263)  # T joint frames give T - 1 feature frames
+        rec = features_to_joints(feats, HUMANML3D)
+        # canonicalised (floor, origin, facing +Z at frame 0): the same motion up to a yaw and a shift
+        np.testing.assert_allclose(rec[..., 1], joints[:79, :, 1] - joints[..., 1].min(), atol=1e-3)
+        dist = lambda j: np.linalg.norm(j[:, :, None] - j[:, None, :], axis=-1)  # noqa: E731
+        np.testing.assert_allclose(dist(rec), dist(joints[:79]), atol=1e-3)
+        np.testing.assert_allclose(np.linalg.norm(np.diff(rec[:, 0, [0, 2]], axis=0), axis=-1),
+                                   np.linalg.norm(np.diff(joints[:79, 0, [0, 2]], axis=0), axis=-1), atol=1e-3)
 
 
 def test_edit_with_another_source_keeps_that_part_of_those_frames(given):
