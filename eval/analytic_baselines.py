@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from motion_collage.analytic import GaussianPieceDenoiser, ar_autocovariance
+from motion_collage.graph import MERGES
 from motion_collage.methods import METHODS, Frames, SamplingSetup, total_frames
 from motion_collage.methods.collage import CollageOptions
 from motion_collage.samplers import karras_sigmas, prior_noise, sample_ddim
@@ -36,9 +37,7 @@ MAX_FRAMES = 32
 COLLAGE = {"overlap": Frames(8), "taper": Frames(4), "window": Frames(32), "plateau": Frames(12)}
 METHOD_OPTIONS = {
     "collage": COLLAGE,
-    **({} if CollageOptions.merge == "exact" else {"collage[exact]": {**COLLAGE, "merge": "exact"}}),
-    **({} if CollageOptions.merge == "taper" else {"collage[taper]": {**COLLAGE, "merge": "taper"}}),
-    **({} if CollageOptions.merge == "harmonise" else {"collage[harmonise]": {**COLLAGE, "merge": "harmonise"}}),
+    **{f"collage[{m}]": {**COLLAGE, "merge": m} for m in MERGES if m != CollageOptions.merge},
     "average": {"overlap": Frames(8)},
     "doubletake": {"overlap": Frames(8), "blend": Frames(4)},
     "replacement": {"window": Frames(24)},

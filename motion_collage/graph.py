@@ -291,7 +291,7 @@ def single(prompt: Optional[str], num_frames: int) -> FactorGraph:
 
 # --------------------------------------------------------------------------- merge plans
 
-MERGES = ("exact", "taper", "harmonise", "bridge")
+MERGES = ("exact", "crossfade", "taper", "harmonise", "bridge")
 
 
 @dataclass(frozen=True)
@@ -333,6 +333,10 @@ def merge_plan(graph: FactorGraph, rule: MergeRule = EXACT, max_frames: Optional
     """The pieces of one collage step and their per-frame weights (summing to 1 on every frame).
 
     ``"exact"``: DiffCollage's signed merge, +1 per factor and 1 - d_i per variable node.
+    ``"crossfade"``: across each overlap the left factor's weight falls linearly from 1 to 0 and
+    the right factor's rises (``"taper"`` over the whole overlap): the weights sum to 1 without the
+    variable node, which is not evaluated; no weight changes by more than 1 / (overlap + 1) from one
+    frame to the next.
     ``"taper"``: like exact, but across the last (first) ``rule.taper`` frames of each variable
     node the left (right) factor's weight falls (rises) linearly, and the variable's weight with
     it, so that at each edge of an overlap the merge is one factor alone, without a switch.
@@ -354,6 +358,8 @@ def merge_plan(graph: FactorGraph, rule: MergeRule = EXACT, max_frames: Optional
     weights = [np.full(n.length, w, dtype=np.float64) for n, w in zip(graph.nodes, graph.weights)]
     if merge == "taper" and taper > 0:
         _taper_weights(graph, weights, taper)
+    if merge == "crossfade" and graph.variables:
+        _taper_weights(graph, weights, max(v.length for v in graph.variables))
     nodes = [WeightedNode(n.start, n.length, n.prompt, w) for n, w in zip(graph.nodes, weights)]
     if merge in ("harmonise", "bridge") and window > 0 and graph.variables:
         nodes = _harmonised(graph, nodes, window, plateau, max_frames or graph.num_frames, bridge=merge == "bridge")

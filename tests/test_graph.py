@@ -148,7 +148,8 @@ def test_merge_plans_sum_to_one_on_every_frame(loop):
         g = build(segments, overlap=20, max_frames=196)
         for rule in (MergeRule(), MergeRule("taper", taper=10), MergeRule("taper", taper=20),
                      MergeRule("harmonise", window=60, plateau=30), MergeRule("harmonise", window=80, plateau=80),
-                     MergeRule("bridge", window=80, plateau=30), MergeRule("bridge", window=60, plateau=60)):
+                     MergeRule("bridge", window=80, plateau=30), MergeRule("bridge", window=60, plateau=60),
+                     MergeRule("crossfade")):
             _check_plan(g, rule)
 
 
@@ -204,3 +205,21 @@ def test_bridge_cross_fades_the_two_prompts_linearly_with_no_null_frames(loop):
     # the two windows of a boundary cover the same frames with the two sides' prompts
     windows = [n for n in plan if n.length == 80 and n.start in (40, 100)]
     assert sorted((n.start, n.prompt) for n in windows) == [(40, "walk"), (40, "wave"), (100, "run"), (100, "wave")]
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_crossfade_is_a_full_taper_without_the_variable_nodes(loop):
+    g = (cycle if loop else chain)([("walk", 80), ("wave", 60), ("run", 80)], overlap=20, max_frames=120)
+    plan = _check_plan(g, MergeRule("crossfade"), max_frames=120)
+    full = _check_plan(g, MergeRule("taper", taper=20), max_frames=120)
+    assert [(n.start, n.length, n.prompt) for n in plan] == [(n.start, n.length, n.prompt) for n in full]
+    for a, b in zip(plan, full):
+        np.testing.assert_array_equal(a.weights, b.weights)
+    assert len(plan) == len(g.factors) and all(n.prompt is not None for n in plan)  # no variable node evaluated
+    walk, wave = plan[0], plan[1]
+    np.testing.assert_allclose(walk.weights[-20:], np.arange(20, 0, -1) / 21)  # falls 1/21 per frame
+    np.testing.assert_allclose(wave.weights[:20], np.arange(1, 21) / 21)
+    for prompt in ("walk", "wave", "run"):
+        w = _prompt_weights(g, plan, prompt)
+        d = np.abs(np.diff(np.concatenate([w, w[:1]]) if loop else w))
+        assert d.max() <= 1 / 21 + 1e-12

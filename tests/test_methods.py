@@ -129,8 +129,12 @@ def test_collage_is_closest_to_the_exact_reference():
     # against the true AR(1) covariance is the sampler's discretisation, which shrinks with steps.
     finer = run_study(channels=0, steps=100)["naive"]["true_boundary_cov_error"]
     assert 0 < finer < 0.05 < stats["naive"]["true_boundary_cov_error"]
-    assert err["collage"] < err["average"] and err["collage"] < err["independent"]
-    assert err["collage"] < err["replacement"] and err["collage"] < err["reconstruction"]
+    exact = err["collage[exact]"]  # DiffCollage's signed merge: the factorisation is exact here
+    assert exact < err["average"] and exact < err["independent"]
+    assert exact < err["replacement"] and exact < err["reconstruction"]
+    # the default cross-fade is MultiDiffusion with ramps: no better than the plain average here,
+    # which is why analytic_baselines prints it next to the exact merge
+    assert err["collage"] > exact
 
 
 @pytest.mark.parametrize("n_segments", [2, 4, 8])

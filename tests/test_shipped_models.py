@@ -26,15 +26,35 @@ def test_default_model_two_step_collage_generation():
     assert [(s.start, s.end) for s in out.generation.graphs[0].segments] == [(0, 40), (40, 70)]
 
 
+GOLDEN_ROWS = [[("a person walks forward", 30), ("a person waves the right hand", 30)]]
+
+
+def test_default_model_golden_values_default_crossfade():
+    """The same fixed-seed collage with the default merge (cross-fade, issue 13), 1 thread."""
+    model = mdm_adapter.load(SAVE / "default", device="cpu")
+    out = generate_motions(model, GOLDEN_ROWS, steps=10, seed=0)
+    features, joints = out.features[0], out.joints[0]
+    np.testing.assert_allclose(features[::15, :4], [
+        [0.102187, 0.194117, 0.687483, -0.268963],
+        [0.210921, 0.130018, 0.615367, -0.796993],
+        [-0.020691, -0.014085, -0.845304, 0.473207],
+        [0.034880, -0.041455, -1.009308, 0.652645]], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(joints[[0, 30, 59]][:, [0, 21]].reshape(3, -1), [
+        [0.0, 0.867043, 0.0, -0.191085, 0.851122, 0.210994],
+        [0.037097, 0.883987, 1.345221, -0.301667, 1.444068, 1.533733],
+        [0.022109, 0.886160, 1.346411, -0.250116, 0.850460, 1.429672]], atol=1e-4, rtol=0)
+    assert abs(float(features.mean()) - 0.023652) < 1e-4 and abs(float(features.std()) - 0.893919) < 1e-4
+    assert out.generation.sequential_calls == 10
+
+
 def test_default_model_golden_values():
     """A fixed-seed short collage on CPU: a regression in the shipped model's output fails here.
 
-    Values recorded with 1 thread (default exact merge; the same before and after the restructuring
-    of issue 17); 1 vs 2 threads differ by ~2e-6 (summation order).
+    Values recorded with 1 thread (the exact merge, the default until issue 13; the same before and
+    after the restructuring of issue 17 and with packed pieces); 1 vs 2 threads differ by ~2e-6.
     """
     model = mdm_adapter.load(SAVE / "default", device="cpu")
-    rows = [[("a person walks forward", 30), ("a person waves the right hand", 30)]]
-    out = generate_motions(model, rows, steps=10, seed=0)
+    out = generate_motions(model, GOLDEN_ROWS, steps=10, seed=0, method_options={"merge": "exact"})
     features, joints = out.features[0], out.joints[0]
     np.testing.assert_allclose(features[::15, :4], [
         [0.135048, 0.186397, 0.611561, -0.185812],
