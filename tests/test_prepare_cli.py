@@ -195,6 +195,7 @@ with staged_dir(target) as tmp:
     child = os.fork()
     if child == 0:  # a worker that outlives its parent must not keep the lock alive
         close_inherited_locks()
+        Path(str(marker) + ".ready").write_text("1")  # the test waits for this: no race on a loaded CPU
         time.sleep(60)
         os._exit(0)
     Path(str(marker) + ".child").write_text(str(child))
@@ -207,6 +208,10 @@ with staged_dir(target) as tmp:
 def test_a_forked_worker_does_not_keep_a_dead_parents_lock(tmp_path):
     proc, tmp = start_holder(tmp_path, FORKING_HOLDER)
     child = int((tmp_path / "marker.child").read_text())
+    deadline = time.time() + 30
+    while not (tmp_path / "marker.ready").exists():
+        assert time.time() < deadline, "worker did not start"
+        time.sleep(0.02)
     try:
         proc.kill()
         proc.wait()

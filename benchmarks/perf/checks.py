@@ -1,6 +1,7 @@
 """Correctness checks of the fast paths: host syncs per step, chunked pieces, low precision."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -8,7 +9,7 @@ import torch
 from motion_collage.samplers import get_sampler
 
 from .runs import generate
-from .settings import SAMPLER
+from .settings import SAMPLER, method_options
 from .sync_audit import HostSyncAudit
 from .zoo import BenchModel
 
@@ -40,17 +41,19 @@ def audit_collage(model: BenchModel, frames: int, device: torch.device, dtype: s
 def chunking_check(model: BenchModel, frames: int, device: torch.device, rows_per_call: int = 3,
                    steps: int = 2) -> dict:
     """Collage with the piece batch in chunks of ``rows_per_call`` rows, and in 2 length buckets,
-    against one call per step (the bench's own denoiser's settings, restored afterwards)."""
+    against one call per step (the bench's own denoiser's settings, restored afterwards). The
+    collage runs with the exact merge, whose variable nodes give the batch pieces of two lengths."""
     den = model.denoiser
     chunked = f"chunks of {rows_per_call} rows"
     variants = {"one call": (None, 1), chunked: (rows_per_call, 1), "2 length buckets": (None, 2)}
     saved = den.max_rows_per_call, den.length_buckets
+    exact = dataclasses.replace(method_options("collage"), merge="exact")
     outs, calls = {}, {}
     try:
         for name, (chunk, buckets) in variants.items():
             den.max_rows_per_call, den.length_buckets = chunk, buckets
             before = den.network_calls
-            outs[name] = generate(model, "collage", frames, 1, steps, device, "fp32").motion
+            outs[name] = generate(model, "collage", frames, 1, steps, device, "fp32", options=exact).motion
             calls[name] = den.network_calls - before
     finally:
         den.max_rows_per_call, den.length_buckets = saved

@@ -5,7 +5,7 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -72,14 +72,16 @@ def autocast(device: torch.device, dtype: str):
 
 def generate(model: BenchModel, method: str, frames: int, batch: int, steps: int, device: torch.device,
              dtype: str, guidance: Optional[float] = None, seed: int = 0,
-             sampler: Optional[Callable] = None) -> Generation:
-    """One generation of ``method`` with the bench's options; ``sampler`` as in :func:`sampling_setup`."""
+             sampler: Optional[Callable] = None, options: Any = None) -> Generation:
+    """One generation of ``method`` with the bench's options (or ``options``); ``sampler`` as in
+    :func:`sampling_setup`."""
     rows, noise, setup = make_inputs(model, frames, batch, steps, device, seed)
     if sampler is not None:
         setup = SamplingSetup(sampler, setup.sigmas, setup.kwargs)
     with autocast(device, dtype):
         return get_method(method)(model.denoiser, rows, noise, setup, max_frames=model.max_frames, fps=FPS,
-                                  options=method_options(method), guidance=guidance)
+                                  options=method_options(method) if options is None else options,
+                                  guidance=guidance)
 
 
 def _warmup(model: BenchModel, method: str, frames: int, batch: int, steps: int, device: torch.device,
