@@ -91,6 +91,17 @@ def part_mask(spec: DatasetSpec, part: str) -> np.ndarray:
     return np.isin(feature_joints(spec), part_joints(spec)[part])
 
 
+def kept_mask(spec: DatasetSpec, part: str) -> np.ndarray:
+    """Boolean ``[D]``: the dimensions an edit that keeps ``part`` reproduces. A part without the
+    root keeps its joints' positions, rotations and contacts but not their velocities: those are
+    world-frame differences (HumanML3D's ``local_vel``), so they carry the root's travel, and a
+    kept standing upper body would forbid the generated legs to walk."""
+    mask = part_mask(spec, part).copy()
+    if 0 not in part_joints(spec)[part]:
+        mask[feature_slices(spec)["local_vel"]] = False
+    return mask
+
+
 # ----------------------------------------------------------------------------------- sources
 
 @dataclass(frozen=True)
@@ -402,7 +413,7 @@ def make_constraint(clip: np.ndarray, placements: Sequence[tuple[int, int, int]]
         known[t0:t0 + n] = clip[c0:c0 + n]
         frame_known[t0:t0 + n] = True
         clip_frame[t0:t0 + n] = np.arange(c0, c0 + n)
-    dims = np.ones(D, dtype=bool) if part is None else part_mask(spec, part)
+    dims = np.ones(D, dtype=bool) if part is None else kept_mask(spec, part)
     mask = frame_known[:, None] & dims[None, :]
     known = np.where(mask, known, 0.0)
     heading, position = _clip_trajectory(clip, spec)

@@ -16,7 +16,8 @@ from motion_core.normalization import ModelStats  # noqa: E402
 from motion_core.spec import HUMANML3D, KIT, feature_slices  # noqa: E402
 from motion_collage.constraints import (ConstraintApplier, ConstraintRequest, KnownMotion, KnownPrompt,  # noqa: E402
                                         borders, build_constraint, feature_joints, load_known_motion,
-                                        make_constraint, margin_weights, parse_request, part_joints, part_mask)
+                                        kept_mask, make_constraint, margin_weights, parse_request, part_joints,
+                                        part_mask)
 from motion_collage.representation import features_to_joints  # noqa: E402
 from motion_collage.sample import main  # noqa: E402
 
@@ -44,6 +45,16 @@ def test_body_parts_partition_every_feature_and_follow_the_chains():
     assert kit.all() and kit.shape == (251,)
     with pytest.raises(ValueError, match="unknown body part"):
         part_mask(HUMANML3D, "arms")
+
+
+def test_a_kept_part_without_the_root_does_not_keep_its_velocities():
+    """local_vel are world-frame differences: they carry the root's travel, so keeping a standing
+    upper body's would forbid generated legs to walk (measured: 0.03 m of travel in 6.7 s)."""
+    s = feature_slices(HUMANML3D)
+    upper, lower = kept_mask(HUMANML3D, "upper_body"), kept_mask(HUMANML3D, "lower_body")
+    assert not upper[s["local_vel"]].any() and upper.sum() == 13 * 9  # ric + rot of 13 joints
+    np.testing.assert_array_equal(lower, part_mask(HUMANML3D, "lower_body"))  # the root is kept: all of it
+    assert (upper & part_mask(HUMANML3D, "upper_body") == upper).all()
 
 
 # ----------------------------------------------------------------------------------- anchoring
@@ -301,7 +312,7 @@ def test_edit_with_another_source_keeps_that_part_of_those_frames(given):
     src = np.load(given / "vecs.npy").astype(np.float64)
     segments, c = build_constraint(request, KnownMotion(src, "vecs.npy"), [("a person runs", 80)], True, HUMANML3D)
     assert c.margin == 3 and c.settings["margin_frames"] == 3
-    np.testing.assert_array_equal(c.mask[:40], np.broadcast_to(part_mask(HUMANML3D, "upper_body"), (40, 263)))
+    np.testing.assert_array_equal(c.mask[:40], np.broadcast_to(kept_mask(HUMANML3D, "upper_body"), (40, 263)))
     assert not c.mask[40:].any() and c.anchors() == []  # the root is not kept: nothing to anchor
     seconds = parse_request(prefix=str(given / "vecs.npy"))
     assert seconds.margin == 0.5  # the default margin, in seconds
