@@ -4,8 +4,11 @@ At each call every piece of every sequence (factors with their prompts, variable
 theirs, usually the null condition) goes through the piece denoiser in **one** batched call; the
 piece denoiser applies classifier-free guidance per piece; the x0 predictions are merged with
 signed weights (+1 per factor, -(d_i - 1) per variable node i of degree d_i). A
-:class:`~motion_collage.graph.MergeRule` other than the exact one tapers those weights at the
-edges of the overlaps or blends a harmonisation window over each of them (same single call).
+:class:`~motion_collage.graph.MergeRule` other than the exact one cross-fades the factors over
+each overlap (the ``collage`` method's default, see
+:class:`~motion_collage.methods.collage.CollageOptions`), tapers those weights at the edges of the
+overlaps or blends a harmonisation window over each of them (same single call). Built directly,
+this denoiser merges exactly unless told otherwise.
 A ``constraint`` (:class:`~motion_collage.constraints.ConstraintApplier`) then replaces the merged
 x0 on the known frames and dimensions (MDM's editing choice), still in that one call per step.
 """
