@@ -244,9 +244,9 @@ def generate_labels(model, prompts: Mapping[str, str], samples: int, frames: int
 
 def frame_strip(joints: np.ndarray, count: int, caption: str, spec: DatasetSpec = HUMANML3D) -> np.ndarray:
     """``count`` evenly spaced frames of one motion, rendered side by side: RGB uint8 [H, count * W, 3]."""
-    from motion_collage.render import GridPanel, _Scene
+    from motion_collage.render import GridPanel, Scene
 
-    scene = _Scene([GridPanel(joints, None, None, caption)], spec.fps, spec, scale=SHEET_SCALE)
+    scene = Scene([GridPanel(joints, None, None, caption)], spec.fps, spec, scale=SHEET_SCALE)
     width, height = scene.size
     picks = np.linspace(0, len(joints) - 1, count).round().astype(int)
     images = []

@@ -577,7 +577,7 @@ class _TextReplay:
                 return
 
 
-class _Scene:
+class Scene:
     """One figure of one or more panels (a grid); per frame only the moving artists are drawn
     over the saved static background (blitting); the background, captions included, is redrawn
     only when a caption changes."""
@@ -765,7 +765,7 @@ def render_grid(
         raise ValueError(f"a preview is a GIF: output {out_path} must end in .gif, or render without the preview")
     out_path = check_output_file(out_path, VIDEO_SUFFIXES)
     step = max(1, math.ceil(fps / PREVIEW_MAX_FPS - 1e-9)) if preview else 1
-    scene = _Scene(checked, fps, spec, camera=camera, scale=PREVIEW_SCALE if preview else 1.0)
+    scene = Scene(checked, fps, spec, camera=camera, scale=PREVIEW_SCALE if preview else 1.0)
     colours = PREVIEW_COLOURS if preview else 64
     with video_writer(out_path, fps / step, size=scene.size, colours=colours, pixels="rgba") as writer:
         for t in tqdm(range(0, scene.num_frames, step), desc="rendering", unit="frame", disable=not progress):
@@ -820,7 +820,7 @@ def render_frame(
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < frames:
         raise ValueError(f"frame {frame!r} is out of range for a motion of {frames} frames (0..{frames - 1})")
     out_path = check_output_file(out_path)
-    scene = _Scene(checked, _check_fps(fps), spec, camera=check_camera(camera))
+    scene = Scene(checked, _check_fps(fps), spec, camera=check_camera(camera))
     scene.update(int(frame))
     fig = scene.still()
     with staged_file(out_path) as tmp:

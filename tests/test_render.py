@@ -218,7 +218,7 @@ def test_read_only_folder_fails_before_rendering(tmp_path, monkeypatch):
 
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro").chmod(0o555)
-    monkeypatch.setattr(render, "_Scene", lambda *a, **k: pytest.fail("rendered before the check"))
+    monkeypatch.setattr(render, "Scene", lambda *a, **k: pytest.fail("rendered before the check"))
     with pytest.raises(ValueError, match="Permission denied in .*ro; choose a writable output folder"):
         render_skeleton(walking(3), tmp_path / "ro" / "x.mp4")
 
@@ -230,7 +230,7 @@ def test_unwritable_folder_fails_before_rendering_as_any_user(tmp_path, monkeypa
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(render, "_Scene", lambda *a, **k: pytest.fail("rendered before the check"))
+    monkeypatch.setattr(render, "Scene", lambda *a, **k: pytest.fail("rendered before the check"))
     monkeypatch.setattr(render.os, "open", refuse)
     with pytest.raises(ValueError) as info:
         render_skeleton(walking(3), tmp_path / "x.mp4")
@@ -255,7 +255,7 @@ def test_failed_render_leaves_nothing_and_stops_ffmpeg(tmp_path, monkeypatch):
             raise RuntimeError("boom")
 
     monkeypatch.setattr(render.VideoWriter, "__init__", spy_init)
-    monkeypatch.setattr(render._Scene, "update", broken_update)
+    monkeypatch.setattr(render.Scene, "update", broken_update)
     with pytest.raises(RuntimeError, match="boom"):
         render_skeleton(walking(8), tmp_path / "clip.mp4")
     assert list(tmp_path.iterdir()) == [] and len(pids) == 1
@@ -354,7 +354,7 @@ def test_headings_and_follow_camera_turn_with_the_subject():
 
 def test_figure_fills_most_of_the_480p_frame_and_text_is_readable():
     long_caption = [{"text": "a person walks " * 8, "start": 0, "end": 10}]
-    scene = R._Scene([R.GridPanel(walking(10), None, long_caption, loop=True)], 20.0)
+    scene = R.Scene([R.GridPanel(walking(10), None, long_caption, loop=True)], 20.0)
     scene.update(3)
     renderer = drawn(scene)
     assert scene.size == (640, 480)
@@ -376,7 +376,7 @@ def test_grid_layout_titles_and_size(tmp_path):
     assert R.frame_size(1) == (640, 480) and R.frame_size(3) == (1440, 480) and R.frame_size(5) == (1440, 960)
     assert R.frame_size(2, R.PREVIEW_SCALE) == (600, 300)
     panels = [R.GridPanel(walking(n), f"method {k}", loop=k == 2) for k, n in enumerate((12, 8, 5))]
-    scene = R._Scene(panels, 20.0)
+    scene = R.Scene(panels, 20.0)
     renderer = drawn(scene)
     assert scene.size == (1440, 480) and [p.title.get_text() for p in scene.panels] == ["method 0", "method 1", "method 2"]
     boxes = [p.ax.get_window_extent(renderer) for p in scene.panels]
@@ -393,11 +393,11 @@ def test_grid_layout_titles_and_size(tmp_path):
 
 def test_blitted_frame_equals_a_full_redraw():
     panels = [R.GridPanel(walking(9), "a", [{"text": "walk", "start": 0, "end": 4}, {"text": "wave", "start": 4, "end": 9}])]
-    scene = R._Scene(panels, 20.0, camera="follow")
+    scene = R.Scene(panels, 20.0, camera="follow")
     for t in range(7):
         scene.update(t)
         blitted = np.frombuffer(scene.rgb(), np.uint8)
-    fresh = R._Scene(panels, 20.0, camera="follow")
+    fresh = R.Scene(panels, 20.0, camera="follow")
     fresh.update(6)
     fig = fresh.still()
     fig.canvas.draw()
@@ -422,7 +422,7 @@ def test_replayed_frames_equal_artists_drawn_one_by_one(monkeypatch):
             out.append(np.frombuffer(scene.rgba(), np.uint8).copy())
         return out
 
-    fast = R._Scene(panels, 20.0, camera="follow")
+    fast = R.Scene(panels, 20.0, camera="follow")
     got = pictures(fast)
     import matplotlib
 
@@ -431,7 +431,7 @@ def test_replayed_frames_equal_artists_drawn_one_by_one(monkeypatch):
         assert fast.panels[0]._replays[fast.panels[0].clock].glyphs is not None
     with monkeypatch.context() as m:
         m.setattr(R, "_record", lambda artist, renderer: artist.draw(renderer) or False)
-        want = pictures(R._Scene(panels, 20.0, camera="follow"))
+        want = pictures(R.Scene(panels, 20.0, camera="follow"))
     for t, a, b in zip(frames, got, want):
         assert np.array_equal(a, b), f"frame {t}: {np.mean(a != b):.4%} of the bytes differ"
 
@@ -462,7 +462,7 @@ def test_video_frames_match_the_drawn_frames(tmp_path):
 
     walk = walking(30)
     out = render_skeleton(walk, tmp_path / "v.mp4", segments=[{"text": "walk", "start": 0, "end": 30}])
-    scene = R._Scene([R.GridPanel(walk, None, [{"text": "walk", "start": 0, "end": 30}])], 20.0)
+    scene = R.Scene([R.GridPanel(walk, None, [{"text": "walk", "start": 0, "end": 30}])], 20.0)
     reader = imageio_ffmpeg.read_frames(str(out))
     next(reader)
     for t, decoded in enumerate(reader):

@@ -51,14 +51,14 @@ print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "heavy": [m for m in %r i
 _RENDER = """
 import json, resource, sys, time
 import matplotlib.backends.backend_agg, matplotlib.figure, motion_collage.representation  # as in the command
-from motion_collage.render import GridPanel, _Scene, load_results, render_skeleton, results_row
+from motion_collage.render import GridPanel, Scene, load_results, render_skeleton, results_row
 joints, segments, caption, loop = results_row(load_results(sys.argv[1]), 0, 0)
 c0, w0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
 p0 = time.process_time()
 render_skeleton(joints, sys.argv[2], segments=segments, loop=loop, title=caption)
 wall, cpu = time.perf_counter() - w0, time.process_time() - p0
 c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-scene = _Scene([GridPanel(joints, None, segments, caption, loop)], 20.0)
+scene = Scene([GridPanel(joints, None, segments, caption, loop)], 20.0)
 d0 = time.perf_counter()
 for t in range(scene.num_frames):
     scene.update(t)
