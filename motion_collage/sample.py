@@ -7,11 +7,11 @@ Bad input gives one line on stderr and exit status 2; nothing is left at the out
 """
 from __future__ import annotations
 
-import os
+from motion_core.openmp import configure_openmp_waiting
 
-# Before torch is imported (libgomp reads it once): idle OpenMP threads sleep instead of
-# spinning, which keeps 2-thread CPU runs fast when other processes share the cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch is imported (libgomp reads it once): idle OpenMP threads sleep when other
+# processes share the cores, and spin briefly on a quiet machine (motion_core.openmp).
+configure_openmp_waiting()
 
 import argparse
 import json
@@ -286,10 +286,6 @@ def build(job: Job):
     _ = model.model_stats  # fail now, not after sampling, if the statistics are missing
     check_skeleton(args, model.spec)
     model.denoiser.cuda_graph = bool(getattr(args, "cuda_graph", False))
-    if job.device == "cpu":
-        # Same x0 (within 1e-5), but short overlap pieces are not padded to the longest piece:
-        # about 1.8x faster where FLOPs are the limit (docs/performance.md). On a GPU one call wins.
-        model.denoiser.length_buckets = 2
     return model
 
 

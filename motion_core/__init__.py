@@ -7,4 +7,5 @@ Both packages import this one; neither imports the other for its contracts.
 - ``motion_core.normalization``  the model's and the evaluator's feature statistics (two types)
 - ``motion_core.defaults``       default settings written once (guidance, overlap, steps, ...)
 - ``motion_core.devices``        device and dtype names as users type them
+- ``motion_core.openmp``         how idle OpenMP threads wait (set before torch is imported)
 """

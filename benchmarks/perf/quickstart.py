@@ -51,7 +51,9 @@ print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "heavy": [m for m in %r i
 _RENDER = """
 import json, resource, sys, time
 import matplotlib.backends.backend_agg, matplotlib.figure, motion_collage.representation  # as in the command
-from motion_collage.render import GridPanel, Scene, load_results, render_skeleton, results_row
+from motion_collage import render
+from motion_collage.render import GridPanel, load_results, render_skeleton, results_row
+Scene = getattr(render, "Scene", None) or render._Scene  # older checkouts (the --base) keep it private
 joints, segments, caption, loop = results_row(load_results(sys.argv[1]), 0, 0)
 c0, w0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
 p0 = time.process_time()
