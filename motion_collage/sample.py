@@ -26,7 +26,7 @@ import numpy as np
 
 from motion_core import defaults
 from motion_core.atomic import check_output_folder, staged_dir, terminate_as_exit
-from motion_core.cli import OneLineParser, UsageError, run_cli
+from motion_core.cli import OneLineParser, UsageError, exit_without_teardown, run_cli
 from motion_core.devices import DTYPES
 
 from .graph import MERGES
@@ -450,4 +450,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_without_teardown(main())

@@ -55,3 +55,22 @@ def run_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
     if message:
         print(message)
     return 0
+
+
+def exit_without_teardown(code: int) -> None:
+    """Exit with ``code`` once the work is done and every output is closed: flush stdout and
+    stderr, run the ``atexit`` handlers, then ``os._exit``. Skips the interpreter's teardown of
+    its modules, which takes 0.3-0.4 s with torch loaded (``python -c "import torch"`` 1.37-1.49 s
+    against 1.06-1.08 s on the 2-core CPU). Only for ``if __name__ == "__main__"``."""
+    import atexit
+    import os
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is not None:
+        run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -46,3 +46,20 @@ def test_devices():
     assert get_dtype("bf16") is torch.bfloat16
     with pytest.raises(ValueError, match="expected one of"):
         get_dtype("fp8")
+
+
+def test_exit_without_teardown_keeps_output_exit_handlers_and_status(tmp_path):
+    import subprocess
+    import sys
+    marker = tmp_path / "handler_ran"
+    code = ("import atexit, sys\n"
+            "from motion_core.cli import exit_without_teardown\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+            "print('done: half a line', end='')\n"
+            "sys.stderr.write('warning kept')\n"
+            "exit_without_teardown(3)\n"
+            "print('never')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 3
+    assert out.stdout == "done: half a line" and out.stderr == "warning kept"
+    assert marker.read_text() == "yes"
