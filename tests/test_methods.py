@@ -189,6 +189,24 @@ def test_doubletake_second_take_noise_is_per_row_and_never_global():
     torch.testing.assert_close(a.motion, b.motion, rtol=0, atol=0)
 
 
+def test_doubletake_second_take_with_eta_draws_step_noise_per_window_from_its_row():
+    # more boundary windows (4) than rows (2): the second take's per-step noise must be drawn per
+    # window, from the window's row generator, so that a row's result does not depend on its batch
+    from motion_collage.pipeline import row_noise_fn
+    rows = [[("a", 30), ("b", 30), ("c", 30)], [("d", 30), ("e", 30), ("f", 30)]]
+    noise = noise_for(rows)
+
+    def run(r):
+        gens = [torch.Generator().manual_seed(100 + i) for i in r]
+        setup = SamplingSetup(sample_ddim, SETUP.sigmas, {"eta": 1.0, "noise": row_noise_fn(gens)})
+        return generate_doubletake(DEN, [rows[i] for i in r], noise[list(r)], setup, max_frames=64, handshake=8,
+                                   blend=4, generators=gens).motion
+
+    both, alone = run([0, 1]), run([1])
+    torch.testing.assert_close(both[1:], alone, rtol=0, atol=0)
+    assert not torch.equal(both[1:], run([0]))  # rows differ (their own noise), so the check has teeth
+
+
 def test_options_are_in_seconds_by_default_and_frames_on_request():
     spec = get_method("doubletake")
     at20 = spec.make_options().frame_kwargs(20.0)

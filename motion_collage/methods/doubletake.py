@@ -141,8 +141,12 @@ def _second_take(counter: CallCounter, first: Tensor, graphs: Sequence[FactorGra
     def inpaint(x: Tensor, sigma: Tensor) -> Tensor:
         return soft * counter(x, sigma, mask, null) + (1 - soft) * known
 
-    renoise = _window_noise(known.shape, [b for b, _ in windows], generators, setup.kwargs.get("generator"), first)
-    redo = setup.run(inpaint, known + float(sigmas[0]) * renoise, sigmas)
+    rows = [b for b, _ in windows]
+    renoise = _window_noise(known.shape, rows, generators, setup.kwargs.get("generator"), first)
+    kwargs = dict(setup.kwargs)
+    if "noise" in kwargs:  # stochastic samplers: per-step noise per window, from its row's generator
+        kwargs["noise"] = lambda like: _window_noise(like.shape, rows, generators, setup.kwargs.get("generator"), like)
+    redo = setup.sampler(inpaint, known + float(sigmas[0]) * renoise, sigmas, **kwargs)
     out = first.clone()  # the regenerated windows written back with the same soft mask
     out[w_rows, w_frames] = soft * redo + (1 - soft) * known
     return out
