@@ -53,7 +53,7 @@ REAL_MIN_FRAMES = 20         # real clips shorter than this are not scored (the 
 TOP3_REAL_TARGET = 0.9       # issue 14: labels whose real clips reach this top-3 ...
 TOP3_GEN_TARGET = 0.7        # ... must reach this top-3 when generated
 SHEET_SCALE = 0.4            # contact-sheet panels: 640x480 frames at this scale
-LIMITS = {"samples": (1, 1000), "seconds": (0.5, 60.0), "steps": (1, 1000), "batch_size": (1, 4096),
+LIMITS = {"samples": (1, 1000), "seconds": (0.5, 60.0), "steps": (1, 1000), "eta": (0.0, 1.0), "batch_size": (1, 4096),
           "frames": (1, 12), "sheet_samples": (0, 12), "sheet_real": (0, 12), "threads": (0, 1024)}
 
 
@@ -213,7 +213,7 @@ def score_labels(embedder: MotionTextEmbedder, captions: Mapping[str, str],
 # --------------------------------------------------------------------------------------------
 
 def generate_labels(model, prompts: Mapping[str, str], samples: int, frames: int, *, steps: int = defaults.STEPS,
-                    seed: int = 0, batch_size: int = 64, guidance: Optional[float] = None,
+                    eta: float = defaults.ETA, seed: int = 0, batch_size: int = 64, guidance: Optional[float] = None,
                     on_batch: Optional[Callable[[int], None]] = None) -> dict[str, list[np.ndarray]]:
     """``samples`` raw-feature motions [frames, D] per label, every label's rows batched together.
 
@@ -228,8 +228,8 @@ def generate_labels(model, prompts: Mapping[str, str], samples: int, frames: int
     out: dict[str, list[np.ndarray]] = {label: [] for label in labels}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        motions = generate_motions(model, [segments for _, segments in chunk], steps=steps, seed=seed,
-                                   row_offset=start, guidance=guidance)
+        motions = generate_motions(model, [segments for _, segments in chunk], steps=steps, eta=eta,
+                                   seed=seed, row_offset=start, guidance=guidance)
         raw = model.model_stats.denormalize(motions.features)
         for (label, _), features, g in zip(chunk, raw, motions.generation.graphs):
             out[label].append(np.asarray(features[:g.num_frames], dtype=np.float32))
@@ -318,7 +318,7 @@ def results_markdown(results: Sequence[LabelResult], settings: Mapping[str, Any]
     return (f"# Per-label check (`python -m eval.labels`)\n\n"
             f"Model `{settings['model_path']}`, evaluator `{settings['evaluator']}`, data `{settings['data']}` "
             f"(test split). {settings['samples']} samples per label of {settings['seconds']:g} s, DDIM "
-            f"{settings['steps']} steps, guidance {settings['guidance']:g}, seed {settings['seed']}. Retrieval: rank "
+            f"{settings['steps']} steps, eta {settings['eta']:g}, guidance {settings['guidance']:g}, seed {settings['seed']}. Retrieval: rank "
             f"of the label's caption among the {len(settings['captions'])} label captions. target: generated top-3 "
             f">= {TOP3_GEN_TARGET} where the real clips reach top-3 >= {TOP3_REAL_TARGET} "
             f"({n_ok} of {n_target} such labels). Ratios are generated / real.\n\n" + markdown_table(results))
@@ -339,6 +339,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--samples", type=int, default=8, help="generated samples per label")
     p.add_argument("--seconds", type=float, default=defaults.SEGMENT_SECONDS, help="length of each sample")
     p.add_argument("--steps", type=int, default=defaults.STEPS, help="DDIM steps")
+    p.add_argument("--eta", type=float, default=defaults.ETA, help="DDIM eta (0: deterministic)")
     p.add_argument("--guidance_param", type=float, default=defaults.GUIDANCE, help="guidance scale")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=64, help="rows per generation call")
@@ -416,12 +417,12 @@ def run(a: argparse.Namespace) -> str:
     frames = model.spec.seconds_to_frames(a.seconds)
     prompts = {label: inputs.captions[label] for label in inputs.labels}
     with tqdm(total=len(prompts) * a.samples, unit="sample", desc="generate", disable=a.no_progress) as bar:
-        generated = generate_labels(model, prompts, a.samples, frames, steps=a.steps, seed=a.seed,
-                                    batch_size=a.batch_size, on_batch=bar.update)
+        generated = generate_labels(model, prompts, a.samples, frames, steps=a.steps, eta=a.eta,
+                                    seed=a.seed, batch_size=a.batch_size, on_batch=bar.update)
     results = score_labels(embedder, inputs.captions, inputs.real, generated, model.spec)
     settings = {"model_path": str(a.model_path), "evaluator": str(a.evaluator), "data": str(inputs.data),
                 "samples": a.samples, "seconds": a.seconds, "frames": frames, "steps": a.steps,
-                "guidance": a.guidance_param, "seed": a.seed, "captions": inputs.captions,
+                "eta": a.eta, "guidance": a.guidance_param, "seed": a.seed, "captions": inputs.captions,
                 "real_min_frames": REAL_MIN_FRAMES}
     with terminate_as_exit(), staged_dir(a.out, overwrite=a.overwrite) as tmp:
         (tmp / "sheets").mkdir()
