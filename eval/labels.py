@@ -339,7 +339,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--samples", type=int, default=8, help="generated samples per label")
     p.add_argument("--seconds", type=float, default=defaults.SEGMENT_SECONDS, help="length of each sample")
     p.add_argument("--steps", type=int, default=defaults.STEPS, help="DDIM steps")
-    p.add_argument("--eta", type=float, default=defaults.ETA, help="DDIM eta (0: deterministic)")
+    p.add_argument("--eta", type=float, default=defaults.ETA, help=f"DDIM eta (default {defaults.ETA:g}; 0: deterministic)")
     p.add_argument("--guidance_param", type=float, default=defaults.GUIDANCE, help="guidance scale")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=64, help="rows per generation call")

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sampler (default {defaults.SAMPLER})")
     p.add_argument("--steps", type=int, default=defaults.STEPS,
                    help=f"sampling steps for samplers that take a step count (default {defaults.STEPS})")
-    p.add_argument("--eta", type=float, default=defaults.ETA, help="DDIM eta (default 0: deterministic)")
+    p.add_argument("--eta", type=float, default=defaults.ETA, help=f"DDIM eta (default {defaults.ETA:g}; 0: deterministic)")
     p.add_argument("--guidance_param", type=float, default=defaults.GUIDANCE,
                    help=f"classifier-free guidance scale (default {defaults.GUIDANCE})")
     p.add_argument("--num_samples", type=int, default=1, help="motions per repetition (default 1)")

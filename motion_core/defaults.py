@@ -8,7 +8,7 @@ from __future__ import annotations
 GUIDANCE = 2.5            # classifier-free guidance scale (MDM's release default)
 SAMPLER = "ddim"          # sampler name (motion_collage.samplers)
 STEPS = 50                # sampling steps for samplers that take a step count
-ETA = 0.0                 # DDIM eta: 0 is deterministic
+ETA = 1.0                 # DDIM eta (0: deterministic); 1 by measurement, see README "Sampler default"
 OVERLAP_SECONDS = 1.0     # overlap between neighbouring pieces (collage, average; DoubleTake's handshake)
 SEGMENT_SECONDS = 4.0     # duration of a segment given without one
 METHOD = "collage"        # generation method (motion_collage.methods)

@@ -29,10 +29,28 @@ def test_default_model_two_step_collage_generation():
 GOLDEN_ROWS = [[("a person walks forward", 30), ("a person waves the right hand", 30)]]
 
 
-def test_default_model_golden_values_default_crossfade():
-    """The same fixed-seed collage with the default merge (cross-fade, issue 13), 1 thread."""
+def test_default_model_golden_values_default_settings():
+    """The fixed-seed collage with every default (cross-fade merge, DDIM eta 1: issue 13), 1 thread."""
     model = mdm_adapter.load(SAVE / "default", device="cpu")
     out = generate_motions(model, GOLDEN_ROWS, steps=10, seed=0)
+    features, joints = out.features[0], out.joints[0]
+    np.testing.assert_allclose(features[::15, :4], [
+        [0.037067, -0.006029, 0.673053, 0.005076],
+        [0.110956, 0.037664, 0.763558, -0.810303],
+        [-0.069630, -0.007484, -0.889364, 0.483370],
+        [-0.030616, -0.028464, -1.021654, 0.660866]], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(joints[[0, 30, 59]][:, [0, 21]].reshape(3, -1), [
+        [0.0, 0.873299, 0.0, -0.238562, 0.847934, 0.158096],
+        [-0.018364, 0.884219, 1.393169, -0.420491, 1.401758, 1.630551],
+        [-0.028901, 0.888215, 1.382213, -0.285503, 0.848316, 1.482858]], atol=1e-4, rtol=0)
+    assert abs(float(features.mean()) - 0.017882) < 1e-4 and abs(float(features.std()) - 0.873352) < 1e-4
+    assert out.generation.sequential_calls == 10
+
+
+def test_default_model_golden_values_deterministic_crossfade():
+    """The same fixed-seed collage with the default merge (cross-fade) and deterministic DDIM, 1 thread."""
+    model = mdm_adapter.load(SAVE / "default", device="cpu")
+    out = generate_motions(model, GOLDEN_ROWS, steps=10, seed=0, eta=0.0)
     features, joints = out.features[0], out.joints[0]
     np.testing.assert_allclose(features[::15, :4], [
         [0.102187, 0.194117, 0.687483, -0.268963],
@@ -50,11 +68,12 @@ def test_default_model_golden_values_default_crossfade():
 def test_default_model_golden_values():
     """A fixed-seed short collage on CPU: a regression in the shipped model's output fails here.
 
-    Values recorded with 1 thread (the exact merge, the default until issue 13; the same before and
-    after the restructuring of issue 17 and with packed pieces); 1 vs 2 threads differ by ~2e-6.
+    Values recorded with 1 thread (the exact merge and deterministic DDIM, the defaults until issue 13;
+    the same before and after the restructuring of issue 17 and with packed pieces); 1 vs 2 threads
+    differ by ~2e-6.
     """
     model = mdm_adapter.load(SAVE / "default", device="cpu")
-    out = generate_motions(model, GOLDEN_ROWS, steps=10, seed=0, method_options={"merge": "exact"})
+    out = generate_motions(model, GOLDEN_ROWS, steps=10, seed=0, eta=0.0, method_options={"merge": "exact"})
     features, joints = out.features[0], out.joints[0]
     np.testing.assert_allclose(features[::15, :4], [
         [0.135048, 0.186397, 0.611561, -0.185812],

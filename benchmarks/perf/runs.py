@@ -47,19 +47,22 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def sampling_setup(model: BenchModel, steps: int, sampler: Optional[Callable] = None) -> SamplingSetup:
+def sampling_setup(model: BenchModel, steps: int, sampler: Optional[Callable] = None,
+                   device: torch.device | str = "cpu", seed: int = 0) -> SamplingSetup:
     """The bench's sampler (DDIM, eta from the defaults) on ``steps`` steps; ``sampler`` replaces
-    the sampler function (e.g. one that marks steps) on the same grid."""
+    the sampler function (e.g. one that marks steps) on the same grid. Its per-step noise (eta > 0)
+    comes from a fresh generator on ``device`` seeded with ``seed``, so two runs draw the same."""
     spec = get_sampler(SAMPLER)
     sigmas, extra = spec.grid(model.schedule, steps)
-    return SamplingSetup(sampler or spec, sigmas, {"eta": defaults.ETA, **extra})
+    generator = torch.Generator(device=device).manual_seed(seed + 1)
+    return SamplingSetup(sampler or spec, sigmas, {"eta": defaults.ETA, "generator": generator, **extra})
 
 
 def make_inputs(model: BenchModel, frames: int, batch: int, steps: int, device: torch.device,
                 seed: int = 0) -> tuple[list, Tensor, SamplingSetup]:
     """Rows of one segment (the bench's prompt), the initial noise ``[batch, frames, D]``, the sampler."""
     rows = [[(PROMPT, frames)] for _ in range(batch)]
-    setup = sampling_setup(model, steps)
+    setup = sampling_setup(model, steps, device=device, seed=seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     noise = prior_noise((batch, frames, model.args.feature_dim), float(setup.sigmas[0]), gen).to(device)
     return rows, noise, setup

@@ -31,7 +31,7 @@ flowmdm      compose FlowMDM (Barquero et al., CVPR 2024) Table 2, HumanML3D com
                     (``GT_jerk`` in ``utils/metrics.py``), R-precision by its rule (distinct captions
                     per batch of 32, the last batch kept: ``r_precision="flowmdm"``), diversity 300
                     pairs (175 for the short scenes, 275 for the medium ones), 10 replications.
-ours         any    this toolkit's faster defaults: DDIM 50 (eta 0), guidance 2.5, each clip at its own
+ours         any    this toolkit's faster defaults: DDIM 50 (eta 1), guidance 2.5, each clip at its own
                     length with padding masked, no MultiModality, 5 replications.
 ===========  =====  ================================================================================
 
