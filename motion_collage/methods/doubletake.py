@@ -141,12 +141,15 @@ def _second_take(counter: CallCounter, first: Tensor, graphs: Sequence[FactorGra
     def inpaint(x: Tensor, sigma: Tensor) -> Tensor:
         return soft * counter(x, sigma, mask, null) + (1 - soft) * known
 
-    rows = [b for b, _ in windows]
-    renoise = _window_noise(known.shape, rows, generators, setup.kwargs.get("generator"), first)
+    rows, generator = [b for b, _ in windows], setup.kwargs.get("generator")
+
+    def window_noise(like: Tensor) -> Tensor:  # one draw per window, from its row's generator
+        return _window_noise(like.shape, rows, generators, generator, like)
+
     kwargs = dict(setup.kwargs)
-    if "noise" in kwargs:  # stochastic samplers: per-step noise per window, from its row's generator
-        kwargs["noise"] = lambda like: _window_noise(like.shape, rows, generators, setup.kwargs.get("generator"), like)
-    redo = setup.sampler(inpaint, known + float(sigmas[0]) * renoise, sigmas, **kwargs)
+    if "noise" in kwargs:  # stochastic samplers draw their per-step noise per window too
+        kwargs["noise"] = window_noise
+    redo = setup.sampler(inpaint, known + float(sigmas[0]) * window_noise(known), sigmas, **kwargs)
     out = first.clone()  # the regenerated windows written back with the same soft mask
     out[w_rows, w_frames] = soft * redo + (1 - soft) * known
     return out
