@@ -104,6 +104,7 @@ class TrainConfig:
     batch_len_quantile: float = 0.75  # crops are cut to this quantile of the batch's crops (less padding)
     group_balance: float = 0.5  # clip sampling weight ~ (source dataset size) ** -group_balance
     content_balance: float = 0.0  # ... times (clips of the same content label) ** -content_balance
+    content_weights: str = ""  # "label=w,label=w": those labels' clip weights times w, after balancing
     speed_min: float = 1.0  # speed perturbation: factor log-uniform in [speed_min, speed_max]
     speed_max: float = 1.0
     lambda_vel: float = 0.0  # MDM's joint-velocity loss weight
@@ -153,6 +154,7 @@ class TrainConfig:
         check_range("speed_min", self.speed_min, 0.25, 1)
         check_range("speed_max", self.speed_max, 1, 4)
         check_range("checkpoint_minutes", self.checkpoint_minutes, 0, low_open=True)
+        parse_content_weights(self.content_weights)  # raises on a malformed entry
         DiscreteSchedule.from_name(self.noise_schedule, self.diffusion_steps)  # raises on an unknown name
         self.mdm_args(1)  # the network settings (dataset, heads dividing the width) are checked there
 
@@ -207,6 +209,7 @@ class MotionArrays:
     caption_offsets: Tensor  # int64 [n + 1], into the caption feature table
     group: Tensor  # int64 [n], source dataset of each clip
     content: Optional[Tensor] = None  # int64 [n], content label of each clip (absent in older datasets)
+    content_names: tuple[str, ...] = ()  # name of each content index (absent in older datasets)
 
     @property
     def num_clips(self) -> int:
@@ -251,6 +254,7 @@ def load_data(data_dir: str | Path, cfg: TrainConfig) -> TrainData:
             caption_offsets=torch.from_numpy(np.stack([cap[ids], cap[ids + 1]], 1).astype(np.int64)),
             group=torch.from_numpy(arrays["group"][ids].astype(np.int64)),
             content=torch.from_numpy(arrays["content"][ids].astype(np.int64)) if "content" in arrays else None,
+            content_names=tuple(str(n) for n in arrays.get("content_names", ())),
         )
 
     train, val = subset(SPLITS["train"]), subset(SPLITS["val"])
@@ -259,6 +263,10 @@ def load_data(data_dir: str | Path, cfg: TrainConfig) -> TrainData:
     if cfg.content_balance > 0 and train.content is None:
         raise ValueError(f"content_balance needs content labels, but {npz_path} has no 'content' array; rebuild it "
                          f"with python -m prepare.build_default_dataset or set content_balance to 0")
+    unknown = sorted(set(parse_content_weights(cfg.content_weights)) - set(train.content_names))
+    if unknown:
+        known = ", ".join(train.content_names) or "none: the dataset has no content_names"
+        raise ValueError(f"content_weights names {', '.join(unknown)}, not a content label of {npz_path} ({known})")
     return TrainData(train, val, text_features, torch.from_numpy(mean), torch.from_numpy(std))
 
 
@@ -277,7 +285,7 @@ def check_data_dir(data_dir: str | Path, names: Sequence[str] = DATA_FILES) -> P
 
 
 ARRAY_KINDS = {"features": "f", "offsets": "iu", "split": "iu", "group": "iu", "captions": "U", "caption_offsets": "iu"}
-OPTIONAL_ARRAYS = {"content": "iu"}  # read when present (datasets built before it lack it)
+OPTIONAL_ARRAYS = {"content": "iu", "content_names": "U"}  # read when present (datasets built before it lack it)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -328,14 +336,32 @@ def sampling_weights(group: Tensor, balance: float) -> Tensor:
     return w / w.sum()
 
 
+def parse_content_weights(text: str) -> dict[str, float]:
+    """``"wave-left-hand=3,bow=2"`` -> {label: weight}; "" -> {}. ValueError on a malformed entry."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value) if sep and name.strip() else math.nan
+        except ValueError:
+            weight = math.nan
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"content_weights entries must be label=positive number, got {item!r}")
+        weights[name.strip()] = weight
+    return weights
+
+
 def clip_probabilities(arrays: MotionArrays, cfg: TrainConfig) -> Tensor:
-    """Per-clip sampling probabilities: ~ group size ** -group_balance * content count ** -content_balance.
+    """Per-clip sampling probabilities: ~ group size ** -group_balance * content count ** -content_balance,
+    times ``content_weights`` of the clip's label.
 
     With group_balance 0 and content_balance 1 every content label is drawn equally often.
     """
     probs = sampling_weights(arrays.group, cfg.group_balance)
     if cfg.content_balance > 0 and arrays.content is not None:
         probs = probs * sampling_weights(arrays.content, cfg.content_balance)
+    for name, weight in parse_content_weights(cfg.content_weights).items():
+        probs = torch.where(arrays.content == arrays.content_names.index(name), probs * weight, probs)
     return probs / probs.sum()
 
 

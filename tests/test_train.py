@@ -463,6 +463,24 @@ def test_content_balance_draws_every_label_equally():
     torch.testing.assert_close(plain, torch.full((10,), 0.1, dtype=torch.float64))
 
 
+def test_content_weights_multiply_the_named_labels():
+    arrays = T.MotionArrays(torch.zeros(10, D), torch.arange(11), torch.zeros(10, 2, dtype=torch.long),
+                            group=torch.zeros(10, dtype=torch.long), content=torch.tensor([0] * 5 + [1] * 4 + [2]),
+                            content_names=("walk", "wave", "kick"))
+    p = T.clip_probabilities(arrays, replace(TINY, group_balance=0.0, content_weights="wave=2, kick=6"))
+    per_label = torch.zeros(3, dtype=torch.float64).index_add_(0, arrays.content, p)
+    torch.testing.assert_close(per_label, torch.tensor([5, 8, 6], dtype=torch.float64) / 19)
+    assert T.parse_content_weights("") == {} and T.parse_content_weights("a=1.5,b=2") == {"a": 1.5, "b": 2.0}
+    for bad in ("wave", "wave=0", "wave=-1", "=2", "wave=x", "wave=nan"):
+        with pytest.raises(ValueError, match="content_weights entries"):
+            replace(TINY, content_weights=bad)
+
+
+def test_content_weights_name_known_labels(tmp_path):
+    with pytest.raises(ValueError, match="not a content label"):
+        load_data(make_dataset(tmp_path), replace(TINY, content_weights="wave=2"))
+
+
 def test_content_balance_needs_content_labels(tmp_path):
     with pytest.raises(ValueError, match="content_balance needs content labels"):
         load_data(make_dataset(tmp_path), replace(TINY, content_balance=1.0))
