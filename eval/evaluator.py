@@ -76,10 +76,16 @@ class EvaluatorConfig:
     max_text_tokens: int = MAX_TEXT_TOKENS
     max_frames: int = 196
     tagger: str = "spacy"
+    # "": the whole body (the official evaluator); "upper_body" / "lower_body": the motion encoder
+    # sees only what an edit keeping that part reproduces (motion_collage.constraints.kept_mask),
+    # every other dimension zeroed after normalisation, so that the other part cannot sway retrieval
+    part: str = ""
 
     def __post_init__(self) -> None:
         if self.tagger not in ("spacy", "rule"):
             raise ValueError(f"tagger must be 'spacy' or 'rule', got {self.tagger!r}")
+        if self.part not in ("", "upper_body", "lower_body"):
+            raise ValueError(f"part must be '', 'upper_body' or 'lower_body', got {self.part!r}")
         if not 0 < self.movement_input <= self.feature_dim:
             raise ValueError(f"movement_input {self.movement_input} must be in 1..feature_dim {self.feature_dim}")
 
@@ -294,6 +300,7 @@ class Evaluator(nn.Module):
         if stats is not None and stats.dim != config.feature_dim:
             raise ValueError(f"evaluator stats have {stats.dim} dims, the evaluator expects {config.feature_dim}")
         self.stats = stats
+        self._part_dims: Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -343,8 +350,23 @@ class Evaluator(nn.Module):
         if mask_padding:
             valid = torch.arange(frames) < cropped[:, None]                          # [B, T]
             x = x * valid.to(x.device, x.dtype)[..., None]
-        movements = self.movement_encoder(x[..., : cfg.movement_input])            # [B, T // 4, latent]
+        movements = self.movement_encoder(self.movement_input(x))                 # [B, T // 4, latent]
         return self.motion_encoder(movements, cropped // cfg.unit_length)
+
+    def movement_input(self, motions: Tensor) -> Tensor:
+        """What the movement encoder reads of normalised motions [..., feature_dim]: the first
+        ``movement_input`` dims, those outside ``config.part`` zeroed."""
+        x = motions[..., : self.config.movement_input]
+        if not self.config.part:
+            return x
+        if self._part_dims is None:
+            from motion_collage.constraints import kept_mask
+            from motion_core.spec import HUMANML3D
+            if self.config.feature_dim != HUMANML3D.feature_dim:
+                raise ValueError(f"part {self.config.part!r} needs HumanML3D features ({HUMANML3D.feature_dim} dims), "
+                                 f"the evaluator has {self.config.feature_dim}")
+            self._part_dims = torch.as_tensor(kept_mask(HUMANML3D, self.config.part)[: self.config.movement_input])
+        return x * self._part_dims.to(x.device, x.dtype)
 
     def encode_texts(self, captions: Sequence[str | Sequence[str]]) -> TextBatch:
         """Captions (raw strings, ``"w/POS ..."`` strings or token lists) -> evaluator text input."""

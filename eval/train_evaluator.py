@@ -104,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0                 # torch CPU threads (0: torch's default); 1 is fastest for small sizes
+    part: str = ""                   # "upper_body" / "lower_body": a body-part evaluator (EvaluatorConfig.part)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -125,7 +126,8 @@ class TrainConfig:
                                feature_dim=feature_dim, movement_input=feature_dim - 4,
                                movement_hidden=self.movement_hidden, movement_latent=self.movement_latent,
                                motion_hidden=self.motion_hidden, embed_dim=self.embed_dim,
-                               unit_length=self.unit_length, max_frames=self.max_frames, tagger="rule")
+                               unit_length=self.unit_length, max_frames=self.max_frames, tagger="rule",
+                               part=self.part)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def contrastive_loss(text_emb: Tensor, motion_emb: Tensor, margin: float, shift:
 def _embed(model: Evaluator, batch: Batch, frozen_movement: bool) -> tuple[Tensor, Tensor]:
     cfg = model.config
     x = batch.motions.to(model.device)
-    movements = model.movement_encoder(x[..., : cfg.movement_input])
+    movements = model.movement_encoder(model.movement_input(x))
     if frozen_movement:
         movements = movements.detach()
     motion_emb = model.motion_encoder(movements, batch.motion_lengths // cfg.unit_length)
@@ -339,7 +341,7 @@ def pretrain_movement(model: Evaluator, sampler: PairSampler, config: TrainConfi
     model.movement_encoder.train()
     for it in range(1, config.ae_iters + 1):
         batch = sampler.sample(config.batch_size, rng)
-        x = batch.motions.to(model.device)[..., : cfg.movement_input]
+        x = model.movement_input(batch.motions.to(model.device))
         recon = decoder(model.movement_encoder(x))
         valid = (torch.arange(x.shape[1]) < batch.motion_lengths[:, None]).to(x)[..., None]
         loss = ((recon - x).abs() * valid).sum() / (valid.sum() * x.shape[-1])

@@ -177,6 +177,36 @@ def test_save_load_roundtrip(tmp_path):
         Evaluator.from_file(tmp_path / "nothing")
 
 
+def test_part_evaluator_sees_only_its_part(tmp_path):
+    from dataclasses import replace
+    from motion_collage.constraints import kept_mask
+    from motion_core.spec import HUMANML3D
+    torch.manual_seed(4)
+    whole = Evaluator(SMALL).eval()
+    upper = Evaluator(replace(SMALL, part="upper_body")).eval()
+    upper.load_state_dict(whole.state_dict())
+    seen = torch.as_tensor(kept_mask(HUMANML3D, "upper_body"))
+    x, lengths = torch.randn(2, 40, 263), torch.tensor([40, 24])
+    other = torch.where(seen, x, torch.randn(2, 40, 263))          # the lower body and velocities changed
+    with torch.no_grad():
+        e = upper.embed_motion(x, lengths)
+        torch.testing.assert_close(upper.embed_motion(other, lengths), e, rtol=0, atol=0)
+        torch.testing.assert_close(upper.embed_motion(x * seen, lengths), whole.embed_motion(x * seen, lengths),
+                                   rtol=0, atol=0)                  # the same network on the part's dims
+        assert not torch.allclose(whole.embed_motion(other, lengths), whole.embed_motion(x, lengths))
+        changed = x.clone()
+        changed[..., 4 + 3 * 19] += 1.0                             # ric of joint 20 (left wrist): upper body
+        assert seen[4 + 3 * 19] and not torch.allclose(upper.embed_motion(changed, lengths), e)
+    words = ["sos", "eos", "unk", "a"]
+    upper.word_vectors = WordVectors.from_words(words, np.zeros((4, 6), np.float32))
+    back = Evaluator.from_file(upper.save(tmp_path / "ev"))
+    assert back.config.part == "upper_body"
+    with torch.no_grad():
+        torch.testing.assert_close(back.embed_motion(other, lengths), e, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="part must be"):
+        replace(SMALL, part="arms")
+
+
 # -------------------------------------------------------------------------------- train_evaluator
 
 CLASSES = [("a person walks forward", "a/DET person/NOUN walk/VERB forward/ADV"),
