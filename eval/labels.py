@@ -21,6 +21,13 @@ calls (each row has its own seeded generator, so a row does not depend on the ba
   clips of the label first (up to ``--sheet_real``), then the generated samples (up to
   ``--sheet_samples``).
 
+``--edit PART FILE[:START-END]`` checks edits instead: every sample keeps ``PART`` of the clip
+(``motion_collage.constraints``, as ``python -m motion_collage.sample --edit``) over its whole length
+(``--seconds`` is then the clip's) and regenerates the rest from the label's prompt. With a body-part
+evaluator (``python -m eval.train_evaluator --part upper_body``) the retrieval judges only the
+regenerated part, so ``--edit lower_body walk.bvh`` against the same run without ``--edit`` says
+whether the prompted upper body still does its action on walking legs.
+
 Outputs in ``--out``: ``results.md`` (the table), ``results.json``, ``sheets/<label>.png``; the
 folder is written under a temporary name and renamed into place when complete. Bad input (a
 missing data folder or ``labels.tsv``, an unknown label, an option out of range) is one line on
@@ -214,24 +221,34 @@ def score_labels(embedder: MotionTextEmbedder, captions: Mapping[str, str],
 
 def generate_labels(model, prompts: Mapping[str, str], samples: int, frames: int, *, steps: int = defaults.STEPS,
                     eta: float = defaults.ETA, seed: int = 0, batch_size: int = 64, guidance: Optional[float] = None,
-                    on_batch: Optional[Callable[[int], None]] = None) -> dict[str, list[np.ndarray]]:
+                    on_batch: Optional[Callable[[int], None]] = None,
+                    edit: Optional[tuple[Any, Any]] = None) -> dict[str, list[np.ndarray]]:
     """``samples`` raw-feature motions [frames, D] per label, every label's rows batched together.
 
     Row ``r`` (label-major: label i's samples are rows i*samples .. i*samples + samples - 1) is drawn
     from its own generator seeded by (seed, r), so it does not depend on ``batch_size``.
-    ``on_batch(rows)`` is called after every batch (a progress bar).
+    ``on_batch(rows)`` is called after every batch (a progress bar). ``edit``: a
+    ``(ConstraintRequest, KnownMotion)`` pair (:mod:`motion_collage.constraints`) every row keeps;
+    its rows take the edited clip's length instead of ``frames``.
     """
+    from motion_collage.constraints import build_constraint
     from motion_collage.pipeline import generate_motions
 
     labels = list(prompts)
-    rows = [(label, [(prompts[label], frames)]) for label in labels for _ in range(samples)]
+    rows = []
+    for label in labels:
+        segments, constraint = [(prompts[label], frames)], None
+        if edit is not None:
+            segments, constraint = build_constraint(edit[0], edit[1], segments, False, model.spec)
+        rows += [(label, segments, constraint)] * samples
     out: dict[str, list[np.ndarray]] = {label: [] for label in labels}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        motions = generate_motions(model, [segments for _, segments in chunk], steps=steps, eta=eta,
-                                   seed=seed, row_offset=start, guidance=guidance)
+        motions = generate_motions(model, [segments for _, segments, _ in chunk], steps=steps, eta=eta,
+                                   seed=seed, row_offset=start, guidance=guidance,
+                                   constraint=None if edit is None else [c for _, _, c in chunk])
         raw = model.model_stats.denormalize(motions.features)
-        for (label, _), features, g in zip(chunk, raw, motions.generation.graphs):
+        for (label, _, _), features, g in zip(chunk, raw, motions.generation.graphs):
             out[label].append(np.asarray(features[:g.num_frames], dtype=np.float32))
         if on_batch is not None:
             on_batch(len(chunk))
@@ -321,7 +338,17 @@ def results_markdown(results: Sequence[LabelResult], settings: Mapping[str, Any]
             f"{settings['steps']} steps, eta {settings['eta']:g}, guidance {settings['guidance']:g}, seed {settings['seed']}. Retrieval: rank "
             f"of the label's caption among the {len(settings['captions'])} label captions. target: generated top-3 "
             f">= {TOP3_GEN_TARGET} where the real clips reach top-3 >= {TOP3_REAL_TARGET} "
-            f"({n_ok} of {n_target} such labels). Ratios are generated / real.\n\n" + markdown_table(results))
+            f"({n_ok} of {n_target} such labels). Ratios are generated / real."
+            + _edit_sentence(settings) + "\n\n" + markdown_table(results))
+
+
+def _edit_sentence(settings: Mapping[str, Any]) -> str:
+    part, edit = settings.get("evaluator_part", "whole body"), settings.get("edit")
+    text = f" The evaluator sees the {part.replace('_', ' ')}." if part != "whole body" else ""
+    if edit:
+        text += (f" Every sample keeps the {edit['part'].replace('_', ' ')} of `{Path(edit['file']).name}` "
+                 f"(frames {edit['frames'] or 'all'}) and regenerates the rest.")
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,6 +373,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--frames", type=int, default=6, help="frames per row of a contact sheet")
     p.add_argument("--sheet_samples", type=int, default=4, help="generated rows per contact sheet")
     p.add_argument("--sheet_real", type=int, default=2, help="real-clip rows per contact sheet")
+    p.add_argument("--edit", nargs=2, metavar=("PART", "FILE[:START-END]"), default=None,
+                   help="keep PART (upper_body, lower_body) of this clip in every sample, regenerate the rest "
+                        "(samples take the clip's length)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -413,17 +443,25 @@ def run(a: argparse.Namespace) -> str:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     model = mdm_adapter.load(a.model_path, device=device, guidance_scale=a.guidance_param)
-    embedder = Embedder(Evaluator.from_file(a.evaluator, device="cpu"))
+    evaluator = Evaluator.from_file(a.evaluator, device="cpu")
+    embedder = Embedder(evaluator)
     frames = model.spec.seconds_to_frames(a.seconds)
+    edit = None
+    if a.edit is not None:
+        from motion_collage.constraints import load_known_motion, parse_request
+        request = parse_request(edit=list(a.edit))
+        edit = (request, load_known_motion(request.path, model.spec, model.model_stats))
     prompts = {label: inputs.captions[label] for label in inputs.labels}
     with tqdm(total=len(prompts) * a.samples, unit="sample", desc="generate", disable=a.no_progress) as bar:
         generated = generate_labels(model, prompts, a.samples, frames, steps=a.steps, eta=a.eta,
-                                    seed=a.seed, batch_size=a.batch_size, on_batch=bar.update)
+                                    seed=a.seed, batch_size=a.batch_size, on_batch=bar.update, edit=edit)
     results = score_labels(embedder, inputs.captions, inputs.real, generated, model.spec)
+    frames = len(next(iter(generated.values()))[0]) if generated else frames
     settings = {"model_path": str(a.model_path), "evaluator": str(a.evaluator), "data": str(inputs.data),
-                "samples": a.samples, "seconds": a.seconds, "frames": frames, "steps": a.steps,
+                "evaluator_part": evaluator.config.part or "whole body",
+                "samples": a.samples, "seconds": frames / model.fps, "frames": frames, "steps": a.steps,
                 "eta": a.eta, "guidance": a.guidance_param, "seed": a.seed, "captions": inputs.captions,
-                "real_min_frames": REAL_MIN_FRAMES}
+                "real_min_frames": REAL_MIN_FRAMES, "edit": None if edit is None else edit[0].settings()}
     with terminate_as_exit(), staged_dir(a.out, overwrite=a.overwrite) as tmp:
         (tmp / "sheets").mkdir()
         for label in tqdm(inputs.labels, unit="sheet", desc="sheets", disable=a.no_progress):

@@ -122,6 +122,25 @@ def test_generation_is_batched_and_rows_do_not_depend_on_the_batch(tmp_path):
     assert not np.allclose(one["walk"][0], one["walk"][1])         # each row its own noise
 
 
+def test_edit_rows_keep_the_part_and_take_the_clip_length(tmp_path):
+    import mdm_adapter
+    from motion_collage.constraints import ConstraintRequest, KnownMotion, kept_mask
+
+    model = mdm_adapter.load(build_tiny_model(tmp_path / "model"))
+    rng = np.random.default_rng(3)
+    clip = model.model_stats.denormalize(rng.normal(size=(14, 263)))
+    request = ConstraintRequest("edit", Path("clip.npy"), None, "lower_body", 0)
+    out = L.generate_labels(model, {"walk": "a person walks forward", "bow": "a person bows"}, 2, 10, steps=2,
+                            edit=(request, KnownMotion(clip, "clip.npy")))
+    keep = kept_mask(model.spec, "lower_body")
+    for motions in out.values():
+        for m in motions:
+            assert m.shape == (14, 263)
+            np.testing.assert_allclose(m[:, keep], clip[:, keep], atol=1e-4, rtol=1e-5)
+            assert not np.allclose(m[:, ~keep], clip[:, ~keep], atol=1e-2)
+    assert not np.allclose(out["walk"][0][:, ~keep], out["bow"][0][:, ~keep])
+
+
 # --------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------
@@ -157,12 +176,24 @@ def test_cli_writes_table_json_and_sheets(tmp_path, setup, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # no temporary left
 
 
+def test_cli_edit_keeps_the_clip_part(tmp_path, setup, capsys):
+    clip = np.random.default_rng(5).normal(size=(24, 263)).astype(np.float32)
+    np.save(tmp_path / "features.npy", clip)
+    out = tmp_path / "out"
+    assert L.main(_argv(setup, out, "--labels", "walk", "--edit", "lower_body", f"{tmp_path / 'features.npy'}:2-22")) == 0
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["frames"] == 20 and settings["edit"]["part"] == "lower_body" and settings["edit"]["frames"] == [2, 22]
+    assert "keeps the lower body of `features.npy`" in (out / "results.md").read_text()
+
+
 @pytest.mark.parametrize("case, match", [
     ("missing data", "--data .*nowhere is not a folder"),
     ("unknown label", "unknown label 'jump'; the data's labels are: walk, run, bow, kick, wave-right-hand"),
     ("no labels.tsv", "labels.tsv not found; the data folder must be built by python -m prepare"),
     ("out exists", "output folder .* exists; pass --overwrite"),
     ("samples 0", "--samples 0 is out of range; expected 1 to 1000"),
+    ("edit part", "--edit: unknown body part 'arms'"),
+    ("edit file", "nothing.npy"),
 ])
 def test_cli_mistakes_are_one_line(tmp_path, setup, capsys, case, match):
     import re
@@ -182,6 +213,10 @@ def test_cli_mistakes_are_one_line(tmp_path, setup, capsys, case, match):
         out.mkdir()
     elif case == "samples 0":
         argv[argv.index("--samples") + 1] = "0"
+    elif case == "edit part":
+        argv += ["--edit", "arms", str(tmp_path / "nothing.npy")]
+    elif case == "edit file":
+        argv += ["--edit", "upper_body", str(tmp_path / "nothing.npy")]
     assert L.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and re.search(match, err), err
