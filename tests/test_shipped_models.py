@@ -98,3 +98,18 @@ def test_default_evaluator_forward_pass():
     assert texts.shape == embedded.shape == (2, evaluator.config.embed_dim)
     assert torch.isfinite(texts).all() and torch.isfinite(embedded).all()
     assert not torch.allclose(texts[0], texts[1])
+
+
+def test_upper_body_evaluator_ignores_the_legs():
+    from motion_collage.constraints import kept_mask
+    from motion_core.spec import HUMANML3D
+
+    evaluator = Evaluator.from_file(SAVE / "evaluator_bandai_upper_body")
+    assert evaluator.config.part == "upper_body"
+    gen = torch.Generator().manual_seed(1)
+    motions = torch.randn(2, 80, 263, generator=gen)
+    other = torch.where(torch.as_tensor(kept_mask(HUMANML3D, "upper_body")), motions,
+                        torch.randn(2, 80, 263, generator=gen))
+    with torch.no_grad():
+        torch.testing.assert_close(evaluator.embed_motion(other, [80, 64]), evaluator.embed_motion(motions, [80, 64]),
+                                   rtol=0, atol=0)
