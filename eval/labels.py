@@ -442,15 +442,13 @@ def run(a: argparse.Namespace) -> str:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    from motion_collage.constraints import load_known_motion, parse_request
+    request = None if a.edit is None else parse_request(edit=list(a.edit))   # a bad --edit fails before loading
     model = mdm_adapter.load(a.model_path, device=device, guidance_scale=a.guidance_param)
     evaluator = Evaluator.from_file(a.evaluator, device="cpu")
     embedder = Embedder(evaluator)
     frames = model.spec.seconds_to_frames(a.seconds)
-    edit = None
-    if a.edit is not None:
-        from motion_collage.constraints import load_known_motion, parse_request
-        request = parse_request(edit=list(a.edit))
-        edit = (request, load_known_motion(request.path, model.spec, model.model_stats))
+    edit = None if request is None else (request, load_known_motion(request.path, model.spec, model.model_stats))
     prompts = {label: inputs.captions[label] for label in inputs.labels}
     with tqdm(total=len(prompts) * a.samples, unit="sample", desc="generate", disable=a.no_progress) as bar:
         generated = generate_labels(model, prompts, a.samples, frames, steps=a.steps, eta=a.eta,
